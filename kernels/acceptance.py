@@ -1,0 +1,94 @@
+"""Which drafted nodes the target accepts: greedy, and lossless sampling for drafts without probabilities.
+
+Row 0 of a request's logits belongs to its last committed token; row 1 + i to tree node i.
+
+Greedy example: the target wants 7 then 9; the tree offers 7→8 and 7→9 and 4.
+>>> import numpy as np
+>>> from lookahead.drafters import DraftTree
+>>> tree = DraftTree.from_paths([[7, 8], [7, 9], [4]])
+>>> accept_greedy(tree, np.array([7, 9, 0, 5, 3]))  # argmax at root, node 0 (7), 1 (8), 2 (9), 3 (4)
+Acceptance(nodes=[0, 2], tokens=[7, 9, 5])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lookahead.drafters.tree import DraftTree
+
+
+@dataclass
+class Acceptance:
+    nodes: list[int]  # accepted tree nodes, root to leaf
+    tokens: list[int]  # their tokens plus the target's bonus token
+
+
+def children_lists(tree: DraftTree) -> list[list[int]]:
+    """children[p + 1] = node indices whose parent is p (p = -1 is the root)."""
+    kids: list[list[int]] = [[] for _ in range(len(tree) + 1)]
+    for i, p in enumerate(tree.parents.tolist()):
+        kids[p + 1].append(i)
+    return kids
+
+
+def accept_greedy(tree: DraftTree, targets: np.ndarray) -> Acceptance:
+    """Follow the child equal to the target's argmax; the first miss gives the bonus token.
+
+    targets: int [N + 1], the argmax of each logit row.
+    """
+    kids = children_lists(tree)
+    tokens = tree.tokens.tolist()
+    nodes, cur = [], -1
+    while True:
+        want = int(targets[cur + 1])
+        nxt = next((c for c in kids[cur + 1] if tokens[c] == want), None)
+        if nxt is None:
+            return Acceptance(nodes, [tokens[n] for n in nodes] + [want])
+        nodes.append(nxt)
+        cur = nxt
+
+
+def target_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """float64 [rows, V]: the distribution plain sampling would draw from."""
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the first token always stays)
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+        probs /= probs.sum(-1, keepdim=True)
+    return probs
+
+
+def accept_sampling(
+    tree: DraftTree, logits: torch.Tensor, temperature: float, top_p: float, rng: np.random.Generator
+) -> Acceptance:
+    """Lossless: output tokens are distributed exactly as sampling from the target.
+
+    At a node with children c1..ck and target distribution p, try each child in turn:
+    accept it with probability p(ci); on rejection set p(ci) = 0 and renormalise. If
+    every child is rejected, or there is none, the bonus token is drawn from what is left.
+    This is speculative sampling with a point-mass draft per child, applied recursively.
+    """
+    kids = children_lists(tree)
+    tokens = tree.tokens.tolist()
+    nodes, cur = [], -1
+    while True:
+        p = target_probs(logits[cur + 1 : cur + 2], temperature, top_p)[0].cpu().numpy()
+        nxt = None
+        for c in kids[cur + 1]:
+            total = p.sum()
+            if total <= 0:
+                break
+            if rng.random() * total < p[tokens[c]]:
+                nxt = c
+                break
+            p[tokens[c]] = 0.0
+        if nxt is None:
+            bonus = int(rng.choice(len(p), p=p / p.sum()))
+            return Acceptance(nodes, [tokens[n] for n in nodes] + [bonus])
+        nodes.append(nxt)
+        cur = nxt

@@ -1,0 +1,314 @@
+"""The decoding loop, written as the stages of one step: propose → prune → verify → accept → commit → update.
+
+Plain decoding is the same loop with empty trees. Requests join and leave between
+steps; all their new tokens go through the target in one flattened forward.
+
+>>> from lookahead.engine import Engine, EngineConfig
+>>> # engine = Engine(model, tokenizer, drafter=PromptLookupDrafter(), config=EngineConfig())
+>>> # engine.add("r1", prompt_ids); while engine.has_work(): finished = engine.step()
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lookahead.drafters import Drafter, DraftTree, TreeBudget
+from lookahead.kernels.acceptance import Acceptance, accept_greedy, accept_sampling
+from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
+
+from .attention import StepAttention
+from .kv_cache import PagedKVCache
+
+
+class RequestError(ValueError):
+    """A request that cannot be served (one line for the user); other requests go on."""
+
+
+@dataclass
+class EngineConfig:
+    max_nodes: int = 32  # draft nodes verified per request and step
+    max_depth: int = 16  # deepest draft node
+    max_batch_size: int = 8  # requests decoded together
+    kv_cache_tokens: int = 32768  # KV cache size, in tokens over all requests
+    block_size: int = 16  # KV positions per cache block
+    prefill_chunk: int = 1024  # prompt tokens per forward at most
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens <= 0:
+            raise RequestError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise RequestError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise RequestError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Request:
+    id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    tokens: list[int] = field(default_factory=list)  # prompt + output so far
+    kv_len: int = 0  # positions of `tokens` whose KV is cached
+    forwards: int = 0  # target passes that produced tokens for this request
+    drafted: int = 0  # draft nodes verified
+    accepted: int = 0  # draft nodes accepted
+    arrived: float = 0.0
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    rng: np.random.Generator | None = None
+
+    @property
+    def output_ids(self) -> list[int]:
+        return self.tokens[len(self.prompt_ids) :]
+
+    @property
+    def done(self) -> bool:
+        return self.finished_at is not None
+
+
+@dataclass
+class StepStats:
+    requests: int
+    query_tokens: int
+    kv_tokens: int
+    draft_nodes: int
+    seconds: float
+
+
+class Engine:
+    def __init__(self, model, tokenizer=None, drafter: Drafter | None = None, config: EngineConfig | None = None,
+                 eos_token_ids: list[int] | None = None, clock=time.perf_counter):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.drafter = drafter
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self.device = next(model.parameters()).device
+        cfg = model.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.max_positions = getattr(cfg, "max_position_embeddings", 1 << 30)
+        self.cache = PagedKVCache(
+            layers=cfg.num_hidden_layers,
+            kv_heads=cfg.num_key_value_heads,
+            head_dim=head_dim,
+            blocks=-(-self.config.kv_cache_tokens // self.config.block_size),
+            block_size=self.config.block_size,
+            dtype=next(model.parameters()).dtype,
+            device=self.device,
+        )
+        self.eos = set(eos_token_ids if eos_token_ids is not None else default_eos(model, tokenizer))
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.step_log: list[StepStats] = []
+
+    # ---- request lifecycle ----------------------------------------------------------------------
+    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None) -> Request:
+        params = params or SamplingParams()
+        req = Request(request_id, list(prompt_ids), params, tokens=list(prompt_ids), arrived=self.clock(),
+                      rng=np.random.default_rng([params.seed, abs(hash(request_id)) % (1 << 31)]))
+        if not prompt_ids:
+            raise RequestError(f"request {request_id}: empty prompt")
+        need = len(prompt_ids) + params.max_new_tokens + self.config.max_depth + 1
+        if len(prompt_ids) + params.max_new_tokens > self.max_positions:
+            raise RequestError(
+                f"request {request_id}: prompt ({len(prompt_ids)} tokens) + max_new_tokens "
+                f"({params.max_new_tokens}) exceeds the model's context of {self.max_positions}"
+            )
+        if need > self.config.kv_cache_tokens:
+            raise RequestError(f"request {request_id}: needs {need} KV positions, the cache holds "
+                               f"{self.config.kv_cache_tokens} (raise kv_cache_tokens)")
+        self.waiting.append(req)
+        return req
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.running) < self.config.max_batch_size:
+            req = self.waiting[0]
+            need = len(req.prompt_ids) + req.params.max_new_tokens + self.config.max_depth + 1
+            if -(-need // self.cache.block_size) > self.cache.free_blocks():
+                break  # wait for a running request to finish and free its blocks
+            self.waiting.popleft()
+            self.cache.reserve(req.id, need)  # all at admission: a running request never runs out
+            self.running.append(req)
+            self._guard(req, lambda: self.drafter and self.drafter.start(req.id, req.prompt_ids))
+
+    def _finish(self, req: Request, error: str | None = None) -> None:
+        req.error = req.error or error
+        req.finished_at = self.clock()
+        self.cache.release(req.id)
+        if self.drafter is not None:
+            try:
+                self.drafter.stop(req.id)
+            except Exception:  # a drafter failing to forget must not hide the result
+                pass
+
+    def _guard(self, req: Request, fn):
+        """Run one request's stage; an exception fails that request alone."""
+        try:
+            return fn()
+        except Exception as e:  # isolation: the batch goes on without it
+            req.error = f"{type(e).__name__}: {e}"
+            return None
+
+    # ---- one step ----------------------------------------------------------------------------------
+    def step(self) -> list[Request]:
+        """Advance every running request by one target pass; returns the requests that finished."""
+        self._admit()
+        batch = [r for r in self.running if r.error is None]
+        finished = [r for r in self.running if r.error is not None]
+        if batch:
+            trees = [self._propose(r) for r in batch]
+            slices = [self._slice(r, t) for r, t in zip(batch, trees)]
+            start = self.clock()
+            logits, scratch_k, scratch_v, inputs = self._verify(batch, slices)
+            results = self._accept(batch, slices, logits, inputs)
+            self._commit(batch, slices, results, inputs, scratch_k, scratch_v)
+            self._update(batch, slices, results)
+            self.step_log.append(StepStats(len(batch), int(inputs.input_ids.numel()),
+                                           int(inputs.kv_lens.sum()), sum(len(s.tree) for s in slices),
+                                           self.clock() - start))
+            finished += [r for r in batch if r.error is not None or self._complete(r)]
+        for r in finished:
+            self._finish(r)
+        self.running = [r for r in self.running if not r.done]
+        return finished
+
+    def _budget(self, req: Request) -> TreeBudget:
+        left = req.params.max_new_tokens - len(req.output_ids)
+        return TreeBudget(self.config.max_nodes, max(0, min(self.config.max_depth, left - 1)))
+
+    def _propose(self, req: Request) -> DraftTree:
+        prefilling = len(req.tokens) - req.kv_len > 1
+        if self.drafter is None or prefilling:
+            return DraftTree.empty()
+        budget = self._budget(req)
+        tree = self._guard(req, lambda: self.drafter.propose(req.id, budget).prune(budget))
+        return tree if tree is not None else DraftTree.empty()
+
+    def _slice(self, req: Request, tree: DraftTree) -> RequestSlice:
+        chain = req.tokens[req.kv_len : req.kv_len + self.config.prefill_chunk]
+        return RequestSlice(chain=chain, kv_len=req.kv_len, tree=tree)
+
+    def _verify(self, batch, slices):
+        inputs = build_step_inputs(slices).to(self.device)
+        cfg = self.model.config
+        tables = [self.cache.blocks_of(r.id) for r in batch]
+        width = max(len(t) for t in tables)
+        block_table = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32,
+                                   device=self.device)
+        n = inputs.input_ids.numel()
+        scratch_shape = (cfg.num_hidden_layers, n, *self.cache.k.shape[3:])
+        step = StepAttention(
+            cache=self.cache, block_table=block_table, kv_lens=inputs.kv_lens, qo_indptr=inputs.qo_indptr,
+            tree_mask=inputs.tree_mask,
+            scratch_k=torch.empty(scratch_shape, dtype=self.cache.k.dtype, device=self.device),
+            scratch_v=torch.empty(scratch_shape, dtype=self.cache.v.dtype, device=self.device),
+        )
+        with torch.inference_mode():
+            out = self.model(input_ids=inputs.input_ids[None], position_ids=inputs.position_ids[None],
+                             lookahead_step=step, use_cache=False, logits_to_keep=inputs.logit_rows)
+        return out.logits[0].float(), step.scratch_k, step.scratch_v, inputs
+
+    def _accept(self, batch, slices, logits, inputs) -> list[Acceptance | None]:
+        targets = logits.argmax(-1).cpu().numpy()
+        indptr = inputs.logit_indptr.tolist()
+        results = []
+        for b, (req, sl) in enumerate(zip(batch, slices)):
+            if req.kv_len + len(sl.chain) < len(req.tokens):  # a prefill chunk: nothing to decide yet
+                results.append(None)
+                continue
+            lo, hi = indptr[b], indptr[b + 1]
+            if req.params.temperature == 0:
+                fn = lambda: accept_greedy(sl.tree, targets[lo:hi])  # noqa: E731
+            else:
+                fn = lambda: accept_sampling(sl.tree, logits[lo:hi], req.params.temperature,  # noqa: E731
+                                             req.params.top_p, req.rng)
+            results.append(self._guard(req, fn))
+        return results
+
+    def _commit(self, batch, slices, results, inputs, scratch_k, scratch_v) -> None:
+        """Copy the chain's and the accepted nodes' KV into each cache, in path order.
+
+        The source is the step's scratch buffer, never the cache itself, so the
+        gather-then-write cannot read a slot it has already overwritten.
+        """
+        src, blocks, offsets = [], [], []
+        starts = inputs.qo_indptr.tolist()
+        for b, (req, sl, res) in enumerate(zip(batch, slices, results)):
+            if req.error is not None:
+                continue
+            c = len(sl.chain)
+            nodes = res.nodes if res is not None else []
+            rows = starts[b] + np.concatenate([np.arange(c), c + np.asarray(nodes, np.int64)]).astype(np.int64)
+            positions = torch.arange(req.kv_len, req.kv_len + len(rows))
+            blk, off = self.cache.slots(req.id, positions)
+            src.append(torch.from_numpy(rows))
+            blocks.append(blk)
+            offsets.append(off)
+        if src:
+            idx = torch.cat(src).to(self.device)
+            self.cache.write(torch.cat(blocks), torch.cat(offsets), scratch_k[:, idx], scratch_v[:, idx])
+
+    def _update(self, batch, slices, results) -> None:
+        now = self.clock()
+        for req, sl, res in zip(batch, slices, results):
+            if req.error is not None:
+                continue
+            req.kv_len += len(sl.chain)
+            if res is None:
+                continue
+            req.kv_len += len(res.nodes)
+            new = self._truncate(req, res.tokens)
+            req.tokens += new
+            req.forwards += 1
+            req.drafted += len(sl.tree)
+            req.accepted += len(res.nodes)
+            req.first_token_at = req.first_token_at or now
+            if self.drafter is not None:
+                self._guard(req, lambda: self.drafter.update(req.id, new))
+
+    def _truncate(self, req: Request, tokens: list[int]) -> list[int]:
+        """Cut at the first end-of-sequence token (kept) and at max_new_tokens."""
+        left = req.params.max_new_tokens - len(req.output_ids)
+        out = []
+        for t in tokens[:left]:
+            out.append(t)
+            if t in self.eos:
+                break
+        return out
+
+    def _complete(self, req: Request) -> bool:
+        out = req.output_ids
+        return len(out) >= req.params.max_new_tokens or (bool(out) and out[-1] in self.eos)
+
+    # ---- convenience ------------------------------------------------------------------------------------
+    def run(self, prompts: dict[str, list[int]], params: SamplingParams | None = None) -> dict[str, Request]:
+        """Decode every prompt to completion; returns the requests by id."""
+        reqs = {rid: self.add(rid, ids, params) for rid, ids in prompts.items()}
+        while self.has_work():
+            self.step()
+        return reqs
+
+
+def default_eos(model, tokenizer) -> list[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None and tokenizer is not None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return []
+    return list(eos) if isinstance(eos, (list, tuple)) else [int(eos)]

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny randomly initialised models (no weights needed) and the real SmolLM2."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+TINY_ARCHS = ("llama", "qwen2")
+
+
+def tiny_model(arch: str = "llama", seed: int = 0, vocab: int = 97, kv_heads: int = 2):
+    """A 2-layer random causal LM with our attention hooked in; fp32, eval mode."""
+    import transformers
+
+    from lookahead.attention import ATTENTION_NAME, register_attention
+
+    register_attention()
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=2048,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = {
+        "llama": lambda: transformers.LlamaConfig(**common),
+        "qwen2": lambda: transformers.Qwen2Config(**common),
+    }[arch]()
+    config._attn_implementation = ATTENTION_NAME
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=ATTENTION_NAME)
+    # Random weights give near-uniform logits; sharpen them so greedy is not decided by float noise.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct, fp32 on the CPU (converted once into the user cache)."""
+    from lookahead.models import ModelError, load_model
+
+    try:
+        return load_model(None, dtype="float32", device="cpu")
+    except ModelError as e:
+        pytest.skip(str(e))
