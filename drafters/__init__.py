@@ -1,5 +1,11 @@
 """Drafters: model-free guesses of the next tokens, as scored token trees."""
 from .base import Drafter
 from .tree import DraftTree, TreeBudget, TreeError, TrieBuilder
+from .prompt_lookup import PromptLookupDrafter
+from .suffix_automaton import SuffixAutomatonDrafter
+from .calibration import Calibrated, OnlineCalibrator
+from .mixer import MixerDrafter, make_drafter
 
-__all__ = ["Drafter", "DraftTree", "TreeBudget", "TreeError", "TrieBuilder"]
+__all__ = ["Drafter", "DraftTree", "TreeBudget", "TreeError", "TrieBuilder",
+           "PromptLookupDrafter", "SuffixAutomatonDrafter",
+           "Calibrated", "OnlineCalibrator", "MixerDrafter", "make_drafter"]

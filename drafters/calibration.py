@@ -1,0 +1,135 @@
+"""Drafter scores calibrated online against what the target actually accepted.
+
+The controller multiplies scores along paths and compares the result with step
+costs, so it needs probabilities, not ranks. The target's committed tokens
+(accepted drafts + bonus token) are its true next tokens, so walking the proposed
+tree along them labels every node whose parent lies on that walk (or is the root):
+right if its token is the true one, wrong otherwise. Nodes deeper than the walk
+are unobserved. Labels accumulate per (depth, raw-score bucket); a calibrated
+score is the posterior mean under a Beta prior centred on the raw score, so a
+new bin starts at the raw score and moves toward the observed rate.
+
+>>> cal = OnlineCalibrator(prior_strength=4)
+>>> t = DraftTree.chain([5, 6], [0.9, 0.9])
+>>> [round(s, 2) for s in cal.calibrate(t).scores.tolist()]
+[0.9, 0.9]
+>>> for _ in range(20):
+...     cal.observe(t, [5, 7])  # 5 was right; the target then chose 7, not 6
+>>> [round(s, 2) for s in cal.calibrate(t).scores.tolist()]
+[0.98, 0.15]
+>>> [(s["depth"], s["observed"], s["rate"]) for s in cal.stats()]
+[(1, 20, 1.0), (2, 20, 0.0)]
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .base import Drafter
+from .tree import DraftTree, TreeBudget
+
+
+class OnlineCalibrator:
+    """Acceptance counts per (depth, raw-score bucket) and the scores they imply.
+
+    max_depth       deeper nodes share the last depth bin
+    n_buckets       raw scores fall into n_buckets equal bins of [0, 1]
+    prior_strength  pseudo-observations behind the raw score (Beta prior weight)
+    """
+
+    def __init__(self, max_depth: int = 16, n_buckets: int = 10, prior_strength: float = 8.0):
+        self.max_depth, self.n_buckets, self.prior_strength = max_depth, n_buckets, float(prior_strength)
+        self.pos = np.zeros((max_depth, n_buckets))
+        self.neg = np.zeros((max_depth, n_buckets))
+        self.raw_sum = np.zeros(max_depth)  # for stats: mean raw score of observed nodes
+        self.cal_sum = np.zeros(max_depth)  # and the calibrated score they were given
+
+    def _bins(self, tree: DraftTree):
+        depth = np.minimum(tree.depths(), self.max_depth) - 1
+        bucket = np.minimum((tree.scores * self.n_buckets).astype(np.int64), self.n_buckets - 1)
+        return depth, bucket
+
+    def _posterior(self, depth, bucket, raw):
+        pos, n = self.pos[depth, bucket], self.pos[depth, bucket] + self.neg[depth, bucket]
+        return (pos + self.prior_strength * raw) / (n + self.prior_strength)
+
+    def calibrate(self, tree: DraftTree) -> DraftTree:
+        """The same tree with calibrated scores."""
+        if len(tree) == 0:
+            return tree
+        depth, bucket = self._bins(tree)
+        return DraftTree(tree.tokens, tree.parents, self._posterior(depth, bucket, tree.scores.astype(np.float64)))
+
+    def observe(self, tree: DraftTree, accepted_ids: Sequence[int]) -> None:
+        """Learn from the target's next tokens `accepted_ids` after proposing `tree`."""
+        nodes, right = [], []
+        cur = -1
+        for tok in accepted_ids:
+            kids = np.flatnonzero(tree.parents == cur)
+            if len(kids) == 0:
+                break
+            hit = tree.tokens[kids] == tok
+            nodes.append(kids)
+            right.append(hit)
+            if not hit.any():
+                break
+            cur = int(kids[np.argmax(hit)])
+        if not nodes:
+            return
+        nodes, right = np.concatenate(nodes), np.concatenate(right)
+        depth, bucket = self._bins(tree)
+        depth, bucket, raw = depth[nodes], bucket[nodes], tree.scores[nodes].astype(np.float64)
+        np.add.at(self.cal_sum, depth, self._posterior(depth, bucket, raw))
+        np.add.at(self.raw_sum, depth, raw)
+        np.add.at(self.pos, (depth[right], bucket[right]), 1.0)
+        np.add.at(self.neg, (depth[~right], bucket[~right]), 1.0)
+
+    def stats(self) -> list[dict]:
+        """Per observed depth: nodes observed, acceptance rate, mean raw and calibrated score."""
+        out = []
+        for d in range(self.max_depth):
+            pos, n = self.pos[d].sum(), self.pos[d].sum() + self.neg[d].sum()
+            if n:
+                out.append({
+                    "depth": d + 1, "observed": int(n), "rate": float(pos / n),
+                    "mean_raw": float(self.raw_sum[d] / n), "mean_calibrated": float(self.cal_sum[d] / n),
+                })
+        return out
+
+
+class Calibrated(Drafter):
+    """A drafter whose scores are calibrated online from its own update() calls.
+
+    It remembers the last tree proposed per request (before any pruning by the
+    controller: the committed tokens are the truth whatever was verified) and
+    observes it against the tokens passed to update().
+    """
+
+    def __init__(self, drafter: Drafter, calibrator: OnlineCalibrator | None = None):
+        self.drafter = drafter
+        self.calibrator = calibrator or OnlineCalibrator()
+        self.name = drafter.name
+        self._last: dict[str, DraftTree] = {}
+
+    def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
+        self._last.pop(request_id, None)
+        self.drafter.start(request_id, prompt_ids)
+
+    def propose(self, request_id: str, budget: TreeBudget) -> DraftTree:
+        raw = self.drafter.propose(request_id, budget)
+        self._last[request_id] = raw
+        return self.calibrator.calibrate(raw)
+
+    def update(self, request_id: str, accepted_ids: Sequence[int]) -> None:
+        raw = self._last.pop(request_id, None)
+        if raw is not None:
+            self.calibrator.observe(raw, accepted_ids)
+        self.drafter.update(request_id, accepted_ids)
+
+    def stop(self, request_id: str) -> None:
+        self._last.pop(request_id, None)
+        self.drafter.stop(request_id)
+
+    def stats(self) -> list[dict]:
+        return self.calibrator.stats()

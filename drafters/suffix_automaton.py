@@ -1,0 +1,345 @@
+"""Suffix automaton drafter: the longest earlier match of the context's suffix in O(1).
+
+An online suffix automaton over prompt + output (one per request). The state of
+the whole context is `last`; its suffix link is the state of the longest suffix
+that also ends earlier, so the match is read off, never searched for, and propose
+costs O(budget), whatever the context length. A state's occurrence count
+(|endpos|) gives branch probabilities: P(a | matched suffix S) is estimated as
+count(S·a) / (sum over b of count(S·b) + alpha).
+
+Transitions live in one edge pool (token, target, next sibling) with a per-state
+list, plus an open-addressing hash on (state, token) for the O(1) lookups the
+construction needs: no dense [states, vocab] table, so a 49k or 256k vocabulary
+costs nothing extra.
+
+>>> d = SuffixAutomatonDrafter()
+>>> d.start("r", [1, 2, 3, 4, 1, 2])
+>>> d.match_length("r")
+2
+>>> t = d.propose("r", TreeBudget(8, 4))
+>>> t.paths(), t.scores.tolist()
+([[3, 4, 1, 2]], [0.5, 0.5, 0.5, 0.5])
+>>> d.update("r", [3, 9]); d.match_length("r")
+0
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numba import njit
+
+from .base import Drafter
+from .tree import DraftTree, TreeBudget
+
+# rows of the int32 state table st[4, cap_states]
+LEN, LINK, CNT, FIRST = 0, 1, 2, 3
+# rows of the int32 edge pool ed[3, cap_edges]
+TOK, TO, NEXT = 0, 1, 2
+# slots of the int64 meta[4]
+N_STATES, N_EDGES, LAST, N_TOKENS = 0, 1, 2, 3
+
+
+@njit(cache=True, inline="always")
+def _slot(key, mask):
+    x = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(29)
+    return np.int64(x & np.uint64(mask))
+
+
+@njit(cache=True)
+def _find(hk, hv, s, c):
+    """Edge index of transition (s, c), or -1."""
+    key = (np.int64(s) << 32) | np.int64(c)
+    mask = len(hk) - 1
+    i = _slot(key, mask)
+    while True:
+        k = hk[i]
+        if k == key:
+            return hv[i]
+        if k == -1:
+            return -1
+        i = (i + 1) & mask
+
+
+@njit(cache=True)
+def _hash_insert(hk, hv, s, c, e):
+    key = (np.int64(s) << 32) | np.int64(c)
+    mask = len(hk) - 1
+    i = _slot(key, mask)
+    while hk[i] != -1:
+        i = (i + 1) & mask
+    hk[i] = key
+    hv[i] = e
+
+
+@njit(cache=True)
+def _add_edge(st, ed, hk, hv, meta, s, c, to):
+    e = meta[N_EDGES]
+    meta[N_EDGES] = e + 1
+    ed[TOK, e] = c
+    ed[TO, e] = to
+    ed[NEXT, e] = st[FIRST, s]
+    st[FIRST, s] = e
+    _hash_insert(hk, hv, s, c, e)
+
+
+@njit(cache=True)
+def _rehash(st, ed, hk, hv, n_states):
+    hk[:] = -1
+    for s in range(n_states):
+        e = st[FIRST, s]
+        while e != -1:
+            _hash_insert(hk, hv, s, ed[TOK, e], e)
+            e = ed[NEXT, e]
+
+
+@njit(cache=True)
+def _append(st, ed, hk, hv, meta, tokens, count_depth):
+    """Extend the automaton by `tokens` (the classic online construction).
+
+    Capacity is the caller's job: states <= 2n + 1 and edges <= 3n + 4 always hold.
+    Occurrence counts are pushed up the suffix-link chain of each new state, at most
+    `count_depth` links: the chain is short on text (one state per distinct count),
+    and the cap keeps degenerate runs like "aaaa..." O(1) per token.
+    """
+    for t in range(len(tokens)):
+        c = tokens[t]
+        last = meta[LAST]
+        cur = meta[N_STATES]
+        meta[N_STATES] = cur + 1
+        st[LEN, cur] = st[LEN, last] + 1
+        st[CNT, cur] = 0
+        st[FIRST, cur] = -1
+        p = last
+        while p != -1 and _find(hk, hv, p, c) == -1:
+            _add_edge(st, ed, hk, hv, meta, p, c, cur)
+            p = st[LINK, p]
+        if p == -1:
+            st[LINK, cur] = 0
+        else:
+            q = ed[TO, _find(hk, hv, p, c)]
+            if st[LEN, p] + 1 == st[LEN, q]:
+                st[LINK, cur] = q
+            else:
+                clone = meta[N_STATES]
+                meta[N_STATES] = clone + 1
+                st[LEN, clone] = st[LEN, p] + 1
+                st[LINK, clone] = st[LINK, q]
+                st[CNT, clone] = st[CNT, q]
+                st[FIRST, clone] = -1
+                e = st[FIRST, q]
+                while e != -1:
+                    _add_edge(st, ed, hk, hv, meta, clone, ed[TOK, e], ed[TO, e])
+                    e = ed[NEXT, e]
+                while p != -1:
+                    e = _find(hk, hv, p, c)
+                    if ed[TO, e] != q:
+                        break
+                    ed[TO, e] = clone
+                    p = st[LINK, p]
+                st[LINK, q] = clone
+                st[LINK, cur] = clone
+        meta[LAST] = cur
+        meta[N_TOKENS] += 1
+        p = cur
+        k = 0
+        while p > 0 and k < count_depth:
+            st[CNT, p] += 1
+            p = st[LINK, p]
+            k += 1
+
+
+@njit(cache=True, inline="always")
+def _before(heap, i, j):
+    """Heap order: higher path probability first, then earlier push."""
+    return heap[i, 0] > heap[j, 0] or (heap[i, 0] == heap[j, 0] and heap[i, 1] < heap[j, 1])
+
+
+@njit(cache=True)
+def _heap_push(heap, size, row):
+    if size == heap.shape[0]:
+        bigger = np.empty((2 * size, heap.shape[1]), np.float64)
+        bigger[:size] = heap
+        heap = bigger
+    heap[size] = row
+    i = size
+    while i > 0:
+        p = (i - 1) // 2
+        if not _before(heap, i, p):
+            break
+        tmp = heap[p].copy()
+        heap[p] = heap[i]
+        heap[i] = tmp
+        i = p
+    return heap, size + 1
+
+
+@njit(cache=True)
+def _heap_pop(heap, size):
+    top = heap[0].copy()
+    size -= 1
+    heap[0] = heap[size]
+    i = 0
+    while True:
+        l, r, m = 2 * i + 1, 2 * i + 2, i
+        if l < size and _before(heap, l, m):
+            m = l
+        if r < size and _before(heap, r, m):
+            m = r
+        if m == i:
+            break
+        tmp = heap[m].copy()
+        heap[m] = heap[i]
+        heap[i] = tmp
+        i = m
+    return top, size
+
+
+@njit(cache=True)
+def _push_children(st, ed, heap, size, seq, s, parent, depth, base, alpha, limit):
+    """Push the `limit` most frequent continuations of state s (ties: edge order)."""
+    if limit <= 0:
+        return heap, size, seq
+    deg = 0
+    total = 0.0
+    e = st[FIRST, s]
+    while e != -1:
+        deg += 1
+        total += st[CNT, ed[TO, e]]
+        e = ed[NEXT, e]
+    thr, ties = 0, deg
+    if deg > limit:  # a frequent token may have hundreds of successors: keep the top
+        counts = np.empty(deg, np.int64)
+        e, k = st[FIRST, s], 0
+        while e != -1:
+            counts[k] = st[CNT, ed[TO, e]]
+            e, k = ed[NEXT, e], k + 1
+        counts.sort()
+        thr = counts[deg - limit]
+        ties = limit - (counts > thr).sum()
+    row = np.empty(7, np.float64)
+    e = st[FIRST, s]
+    while e != -1:
+        to = ed[TO, e]
+        cnt = st[CNT, to]
+        if cnt > 0 and (cnt > thr or (cnt == thr and ties > 0)):
+            if cnt == thr:
+                ties -= 1
+            score = cnt / (total + alpha)
+            row[0] = base * score
+            row[1] = seq
+            row[2] = to
+            row[3] = parent
+            row[4] = ed[TOK, e]
+            row[5] = depth
+            row[6] = score
+            heap, size = _heap_push(heap, size, row)
+            seq += 1
+        e = ed[NEXT, e]
+    return heap, size, seq
+
+
+@njit(cache=True)
+def _propose(st, ed, meta, max_nodes, max_depth, alpha, min_match):
+    """Best-first expansion of the matched state's continuations, up to the budget."""
+    tok = np.empty(max_nodes, np.int64)
+    par = np.empty(max_nodes, np.int32)
+    score = np.empty(max_nodes, np.float32)
+    last = meta[LAST]
+    v = st[LINK, last] if last > 0 else -1
+    if v < 0 or st[LEN, v] < max(min_match, 1) or max_nodes == 0 or max_depth == 0:
+        return tok[:0], par[:0], score[:0]
+    heap = np.empty((64, 7), np.float64)
+    heap, size, seq = _push_children(st, ed, heap, 0, 0, v, -1, 1, 1.0, alpha, max_nodes)
+    n = 0
+    while n < max_nodes and size > 0:
+        top, size = _heap_pop(heap, size)
+        tok[n] = np.int64(top[4])
+        par[n] = np.int32(top[3])
+        score[n] = np.float32(top[6])
+        depth = np.int64(top[5])
+        if depth < max_depth:
+            heap, size, seq = _push_children(
+                st, ed, heap, size, seq, np.int64(top[2]), n, depth + 1, top[0], alpha, max_nodes - n - 1
+            )
+        n += 1
+    return tok[:n], par[:n], score[:n]
+
+
+class _Automaton:
+    """One request's automaton: numpy tables that numba grows in place."""
+
+    def __init__(self, cap_tokens: int = 1024):
+        self.st = np.zeros((4, 0), np.int32)
+        self.ed = np.zeros((3, 0), np.int32)
+        self.hk = np.full(0, -1, np.int64)
+        self.hv = np.zeros(0, np.int32)
+        self.meta = np.zeros(4, np.int64)
+        self.reserve(cap_tokens)
+        self.meta[N_STATES] = 1  # the root: empty string, no link
+        self.st[:, 0] = (0, -1, 0, -1)
+
+    def reserve(self, n_tokens: int) -> None:
+        """Room for n_tokens in all: <= 2n+1 states and <= 3n+4 edges (suffix automaton bounds)."""
+        if 2 * n_tokens + 1 <= self.st.shape[1]:
+            return
+        n_tokens = max(n_tokens, self.st.shape[1])  # at least double
+        st = np.empty((4, 2 * n_tokens + 1), np.int32)
+        st[:, : self.st.shape[1]] = self.st
+        ed = np.empty((3, 3 * n_tokens + 4), np.int32)
+        ed[:, : self.ed.shape[1]] = self.ed
+        n_hash = 1 << int(np.ceil(np.log2(2 * ed.shape[1])))  # load factor <= 1/2
+        self.st, self.ed = st, ed
+        self.hk, self.hv = np.empty(n_hash, np.int64), np.empty(n_hash, np.int32)
+        _rehash(self.st, self.ed, self.hk, self.hv, int(self.meta[N_STATES]))
+
+    def extend(self, tokens, count_depth: int) -> None:
+        tokens = np.asarray(tokens, np.int64)
+        if len(tokens):
+            self.reserve(int(self.meta[N_TOKENS]) + len(tokens))
+            _append(self.st, self.ed, self.hk, self.hv, self.meta, tokens, count_depth)
+
+
+class SuffixAutomatonDrafter(Drafter):
+    """Drafts the continuations of the longest earlier match of the context's suffix.
+
+    alpha        pseudo-count of "something never seen" in every branch estimate
+    min_match    propose nothing when the longest earlier match is shorter
+    count_depth  suffix links an occurrence count is pushed up per token (see _append)
+    """
+
+    name = "suffix"
+
+    def __init__(self, alpha: float = 1.0, min_match: int = 1, count_depth: int = 256):
+        self.alpha, self.min_match, self.count_depth = float(alpha), int(min_match), int(count_depth)
+        self._req: dict[str, _Automaton] = {}
+
+    def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
+        sam = _Automaton(max(1024, 2 * len(prompt_ids)))
+        sam.extend(prompt_ids, self.count_depth)
+        self._req[request_id] = sam
+
+    def propose(self, request_id: str, budget: TreeBudget) -> DraftTree:
+        s = self._req[request_id]
+        tok, par, score = _propose(s.st, s.ed, s.meta, budget.max_nodes, budget.max_depth, self.alpha, self.min_match)
+        return DraftTree(tok, par, score)
+
+    def update(self, request_id: str, accepted_ids: Sequence[int]) -> None:
+        self._req[request_id].extend(accepted_ids, self.count_depth)
+
+    def stop(self, request_id: str) -> None:
+        self._req.pop(request_id, None)
+
+    def match_length(self, request_id: str) -> int:
+        """Length of the longest suffix of the context that also ends earlier in it."""
+        s = self._req[request_id]
+        last = int(s.meta[LAST])
+        return int(s.st[LEN, s.st[LINK, last]]) if last > 0 else 0
+
+
+# Compile (or load from cache) at import, as vLLM warms its n-gram kernel at start-up.
+_warm = _Automaton(4)
+_warm.extend([1, 2, 1, 2, 3], 8)
+_propose(_warm.st, _warm.ed, _warm.meta, 4, 4, 1.0, 1)
+del _warm
