@@ -25,6 +25,8 @@ torch.Size([2, 1, 4])
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -71,10 +73,28 @@ def tree_attention_reference(
         mask = torch.cat([tree.new_ones(e - s, n_prefix), tree], dim=1)
         o = F.scaled_dot_product_attention(
             q[s:e].float().transpose(0, 1),  # [Hq, T, D]
-            k.transpose(0, 1).repeat_interleave(group, 0),
-            v.transpose(0, 1).repeat_interleave(group, 0),
+            k.transpose(0, 1),
+            v.transpose(0, 1),
             attn_mask=mask,
             scale=scale,
+            enable_gqa=group > 1,
         )
         out[s:e] = o.transpose(0, 1).to(q.dtype)
     return out
+
+
+def tree_attention(
+    q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, scale: float
+) -> torch.Tensor:
+    """The Triton kernel (tree_attention_triton.py) for CUDA tensors, the reference elsewhere.
+
+    LOOKAHEAD_TRITON_INTERPRET_TEST=1 sends CPU tensors to the kernel too (tests, with
+    TRITON_INTERPRET=1). Triton is imported only when the kernel is used.
+    """
+    if q.is_cuda or os.environ.get("LOOKAHEAD_TRITON_INTERPRET_TEST") == "1":
+        from .tree_attention_triton import tree_attention_triton
+
+        return tree_attention_triton(q, k_new, v_new, k_cache, v_cache, block_table, kv_lens,
+                                     qo_indptr, tree_mask, scale)
+    return tree_attention_reference(q, k_new, v_new, k_cache, v_cache, block_table, kv_lens,
+                                    qo_indptr, tree_mask, scale)
