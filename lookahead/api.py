@@ -1,0 +1,132 @@
+"""The Python API: one object that holds the model, the drafters and the engine.
+
+>>> from lookahead import Lookahead                                   # doctest: +SKIP
+>>> lm = Lookahead(drafter="prompt-lookup")                          # bundled SmolLM2, CPU
+>>> [r] = lm.generate(["Repeat exactly: the quick brown fox."], max_new_tokens=16)
+>>> r.text, r.tau                                                    # text, tokens per target pass
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .engine import Engine, EngineConfig, Request, RequestError, SamplingParams
+from .requests_io import RequestSpec, encode_prompt
+
+
+@dataclass
+class Result:
+    id: str
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    output_tokens: int
+    target_forwards: int
+    tau: float  # output tokens per target forward
+    latency_s: float
+    drafted: int  # draft nodes verified
+    accepted: int  # draft nodes accepted
+    finish_reason: str  # "stop", "length" or "error"
+    error: str | None = None
+    prompt_ids: list[int] | None = None
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("token_ids", "prompt_ids")}
+        d["output_ids"] = self.token_ids
+        return d
+
+
+class Lookahead:
+    """Speculative decoding without a draft model.
+
+    model: None (the bundled SmolLM2), a model folder or .gguf path, or a transformers
+    model already loaded (then pass its `tokenizer` too).
+    """
+
+    def __init__(self, model=None, tokenizer=None, *, drafter: str = "prompt-lookup", dtype: str = "float32",
+                 device: str = "auto", config: EngineConfig | None = None, corpus: list[str] | None = None,
+                 task: str | None = None):
+        from .models import load_model
+
+        if model is None or isinstance(model, str):
+            loaded = load_model(model, dtype=dtype, device=device)
+            self.model, self.tokenizer, self.model_name = loaded.model, loaded.tokenizer, loaded.name
+        else:
+            if tokenizer is None:
+                raise ValueError("pass the tokenizer together with a loaded model")
+            from .attention import ATTENTION_NAME, register_attention
+
+            register_attention()
+            model.set_attn_implementation(ATTENTION_NAME)
+            self.model, self.tokenizer, self.model_name = model.eval(), tokenizer, type(model).__name__
+        self.drafter_name = drafter
+        self.drafter = build_drafter(drafter, self.tokenizer, corpus, task)
+        self.engine = Engine(self.model, self.tokenizer, self.drafter, config or EngineConfig())
+
+    def stream(self, prompts: Iterable, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int = 0) -> Iterator[Result]:
+        """Yield each request's Result as it finishes (continuous batching)."""
+        specs = [as_spec(p, i) for i, p in enumerate(prompts)]
+        for spec in specs:
+            params = SamplingParams(spec.max_new_tokens or max_new_tokens,
+                                    temperature if spec.temperature is None else spec.temperature,
+                                    top_p if spec.top_p is None else spec.top_p, seed)
+            try:
+                self.engine.add(spec.id, encode_prompt(self.tokenizer, spec), params)
+            except RequestError as e:
+                yield self._failed(spec.id, str(e))
+                continue
+            if spec.source is not None and hasattr(self.drafter, "set_source"):
+                self.drafter.set_source(spec.id, self.tokenizer(spec.source, add_special_tokens=False)["input_ids"])
+        while self.engine.has_work():
+            for req in self.engine.step():
+                yield self._result(req)
+
+    def generate(self, prompts: Iterable, **kw) -> list[Result]:
+        """Results in the order of `prompts` (str, chat message list, or request dict)."""
+        prompts = list(prompts)
+        by_id = {r.id: r for r in self.stream(prompts, **kw)}
+        return [by_id[as_spec(p, i).id] for i, p in enumerate(prompts)]
+
+    def _result(self, req: Request) -> Result:
+        out = req.output_ids
+        reason = "error" if req.error else ("stop" if out and out[-1] in self.engine.eos else "length")
+        return Result(
+            id=req.id, text=self.tokenizer.decode(out, skip_special_tokens=True), token_ids=out,
+            prompt_tokens=len(req.prompt_ids), output_tokens=len(out), target_forwards=req.forwards,
+            tau=len(out) / max(1, req.forwards), latency_s=(req.finished_at or time.perf_counter()) - req.arrived,
+            drafted=req.drafted, accepted=req.accepted, finish_reason=reason, error=req.error, prompt_ids=req.prompt_ids,
+        )
+
+    @staticmethod
+    def _failed(rid: str, error: str) -> Result:
+        return Result(rid, "", [], 0, 0, 0, 0.0, 0.0, 0, 0, "error", error)
+
+
+def as_spec(prompt, index: int) -> RequestSpec:
+    if isinstance(prompt, RequestSpec):
+        return prompt
+    if isinstance(prompt, str):
+        return RequestSpec(id=str(index), messages=[{"role": "user", "content": prompt}])
+    if isinstance(prompt, list):
+        return RequestSpec(id=str(index), messages=prompt)
+    if isinstance(prompt, dict):
+        return RequestSpec(id=str(prompt.get("id", index)), messages=prompt.get("messages"),
+                           prompt=prompt.get("prompt"), source=prompt.get("source"))
+    raise TypeError(f"a prompt must be a str, a list of messages or a dict, got {type(prompt).__name__}")
+
+
+def build_drafter(name: str, tokenizer, corpus: list[str] | None, task: str | None):
+    from lookahead.drafters.mixer import make_drafter
+
+    store = None
+    if corpus:
+        from lookahead.drafters import RetrievalStore
+
+        store = RetrievalStore.from_files(corpus, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    elif name in ("retrieval", "auto"):
+        from lookahead.drafters import RetrievalStore
+
+        store = RetrievalStore()  # past outputs of this run only
+    return make_drafter(name, store=store, task=task)

@@ -1,0 +1,91 @@
+"""`lookahead` command line: thin over the library; heavy imports wait until a command runs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Model-free speculative decoding: draft token trees from text already there, verify in one pass.")
+
+DRAFTERS = ("none", "prompt-lookup", "suffix", "retrieval", "source", "auto")
+WORKLOADS = ("rag", "gec", "gec-ua")
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def check_choice(value: str, choices: tuple[str, ...], option: str) -> None:
+    if value not in choices:
+        fail(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@app.callback()
+def main() -> None:
+    """lookahead: several times faster generation for outputs that repeat their inputs."""
+
+
+@app.command()
+def run(
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Requests JSONL (id + messages or prompt)."),
+    workload: Optional[str] = typer.Option(None, help="A bundled sample instead of --input: rag, gec or gec-ua."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results JSONL, one line per request as it finishes."),
+    model: Optional[str] = typer.Option(None, help="Model folder or .gguf file. [default: bundled SmolLM2-135M-Instruct]"),
+    drafter: str = typer.Option("prompt-lookup", help=f"Drafter: {', '.join(DRAFTERS)}."),
+    max_new_tokens: int = typer.Option(128, help="Tokens to generate per request at most."),
+    temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples losslessly."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temperature > 0)."),
+    seed: int = typer.Option(0, help="Seed for sampling."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    max_nodes: int = typer.Option(32, help="Draft tree nodes verified per request and step."),
+    max_depth: int = typer.Option(16, help="Deepest draft tree node."),
+    max_batch_size: int = typer.Option(8, help="Requests decoded together."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N requests."),
+    corpus: list[Path] = typer.Option([], help="Text or JSONL files for the retrieval drafter (repeatable)."),
+    trace_output: Optional[Path] = typer.Option(None, help="Write {id, prompt_ids, output_ids} per request for `lookahead replay`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line."),
+) -> None:
+    """Generate for every request and report tokens per target forward (τ) and tokens/s."""
+    if (input is None) == (workload is None):
+        fail("give exactly one of --input FILE or --workload NAME")
+    if workload is not None:
+        check_choice(workload, WORKLOADS, "--workload")
+    check_choice(drafter, DRAFTERS, "--drafter")
+    check_choice(dtype, ("float32", "bfloat16", "float16"), "--dtype")
+    check_choice(device, ("auto", "cpu", "cuda"), "--device")
+    for name, value, lo, hi in (("--max-new-tokens", max_new_tokens, 1, 1 << 20), ("--max-nodes", max_nodes, 0, 1024),
+                                ("--max-depth", max_depth, 0, 1024), ("--max-batch-size", max_batch_size, 1, 4096)):
+        if not lo <= value <= hi:
+            fail(f"{name} must be in [{lo}, {hi}], got {value}")
+    if limit is not None and limit <= 0:
+        fail(f"--limit must be > 0, got {limit}")
+    if temperature < 0 or not 0 < top_p <= 1:
+        fail("--temperature must be >= 0 and --top-p in (0, 1]")
+
+    from .runner import RunOptions, run_requests
+
+    opts = RunOptions(input=input, workload=workload, output=output, model=model, drafter=drafter,
+                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, dtype=dtype,
+                      device=device, max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size,
+                      limit=limit, corpus=[str(c) for c in corpus], trace_output=trace_output, as_json=as_json)
+    try:
+        summary = run_requests(opts)
+    except ValueError as e:  # every user-facing error type is a ValueError with a one-line message
+        fail(str(e))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished requests are in the output file", err=True)
+        raise typer.Exit(130)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
