@@ -59,7 +59,8 @@ class OnlineCalibrator:
         if len(tree) == 0:
             return tree
         depth, bucket = self._bins(tree)
-        return DraftTree(tree.tokens, tree.parents, self._posterior(depth, bucket, tree.scores.astype(np.float64)))
+        scores = self._posterior(depth, bucket, tree.scores.astype(np.float64)).astype(np.float32)
+        return DraftTree.unchecked(tree.tokens, tree.parents, scores)  # same shape, scores in [0, 1]
 
     def observe(self, tree: DraftTree, accepted_ids: Sequence[int]) -> None:
         """Learn from the target's next tokens `accepted_ids` after proposing `tree`."""

@@ -152,7 +152,7 @@ class PromptLookupDrafter(Drafter):
             self._ctx[request_id], self._len[request_id], self.min_ngram, self.max_ngram,
             self.max_matches, budget.max_nodes, budget.max_depth, self.length_base, self.alpha,
         )
-        return DraftTree(tok, par, score)
+        return DraftTree.unchecked(tok, par, score)
 
     def update(self, request_id: str, accepted_ids: Sequence[int]) -> None:
         ids = np.asarray(accepted_ids, np.int64)

@@ -75,6 +75,18 @@ class DraftTree:
         return DraftTree(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
 
     @staticmethod
+    def unchecked(tokens: np.ndarray, parents: np.ndarray, scores: np.ndarray) -> "DraftTree":
+        """A tree from arrays already of the right dtypes and valid by construction.
+
+        For drafters' compiled kernels on the propose path: the checks above cost
+        ~17 µs per tree (measured, 2-core CPU), more than a suffix-automaton lookup.
+        Their tests build the same arrays through the checking constructor.
+        """
+        tree = object.__new__(DraftTree)
+        tree.tokens, tree.parents, tree.scores = tokens, parents, scores
+        return tree
+
+    @staticmethod
     def chain(tokens, scores=None) -> "DraftTree":
         n = len(tokens)
         scores = np.ones(n, np.float32) if scores is None else scores
@@ -95,17 +107,17 @@ class DraftTree:
 
     def depths(self) -> np.ndarray:
         """int32 [N]: 1 for children of the committed token."""
-        d = np.zeros(len(self), np.int32)
-        for i, p in enumerate(self.parents):
+        d = [0] * len(self)
+        for i, p in enumerate(self.parents.tolist()):  # lists: 5x faster than numpy scalars here
             d[i] = 1 if p < 0 else d[p] + 1
-        return d
+        return np.array(d, np.int32)
 
     def path_probs(self) -> np.ndarray:
         """float64 [N]: P(node accepted) = product of scores from the root to the node."""
-        p = np.zeros(len(self), np.float64)
-        for i, par in enumerate(self.parents):
-            p[i] = self.scores[i] * (1.0 if par < 0 else p[par])
-        return p
+        p = [0.0] * len(self)
+        for i, (par, s) in enumerate(zip(self.parents.tolist(), self.scores.tolist())):
+            p[i] = s * (1.0 if par < 0 else p[par])
+        return np.array(p, np.float64)
 
     def ancestor_masks(self) -> np.ndarray:
         """bool [N, N]: row i marks node i and its ancestors (parent's row | itself)."""
