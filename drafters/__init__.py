@@ -5,7 +5,10 @@ from .prompt_lookup import PromptLookupDrafter
 from .suffix_automaton import SuffixAutomatonDrafter
 from .calibration import Calibrated, OnlineCalibrator
 from .mixer import MixerDrafter, make_drafter
+from .retrieval import CorpusError, RetrievalDrafter, RetrievalStore
+from .source_aligned import SourceAlignedDrafter
 
 __all__ = ["Drafter", "DraftTree", "TreeBudget", "TreeError", "TrieBuilder",
            "PromptLookupDrafter", "SuffixAutomatonDrafter",
-           "Calibrated", "OnlineCalibrator", "MixerDrafter", "make_drafter"]
+           "Calibrated", "OnlineCalibrator", "MixerDrafter", "make_drafter",
+           "RetrievalDrafter", "RetrievalStore", "SourceAlignedDrafter", "CorpusError"]

@@ -69,7 +69,7 @@ def test_replay_tau_is_high_with_five_percent_edits(seed):
     d = SourceAlignedDrafter()
     d.start("r", [1, 2, 3])
     d.set_source("r", source)
-    assert replay(d, "r", target, source) > 4.0
+    assert replay(d, "r", target, source) > 7.0  # measured 9.6–13 (mean 11.2) over 20 seeds
 
 
 def test_unedited_copy_is_drafted_at_full_depth():
