@@ -1,0 +1,22 @@
+"""lookahead: model-free speculative decoding with token trees.
+
+>>> import lookahead
+>>> lookahead.Lookahead.__name__
+'Lookahead'
+"""
+from __future__ import annotations
+
+__all__ = ["Lookahead", "Result", "EngineConfig", "SamplingParams"]
+
+
+def __getattr__(name):
+    # Lazy: `import lookahead` (and the CLI's --help) must not pay for torch and transformers.
+    if name in ("Lookahead", "Result"):
+        from . import api
+
+        return getattr(api, name)
+    if name in ("EngineConfig", "SamplingParams"):
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'lookahead' has no attribute {name!r}")

@@ -39,3 +39,24 @@ def smollm2():
         return load_model(None, dtype="float32", device="cpu")
     except ModelError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random 2-layer Llama with SmolLM2's real tokenizer (and chat template), saved as a model folder."""
+    import transformers
+
+    from lookahead.models import ModelError, bundled_gguf, convert_gguf
+
+    try:
+        real = convert_gguf(bundled_gguf())
+    except ModelError as e:
+        pytest.skip(str(e))
+    tok = transformers.AutoTokenizer.from_pretrained(real)
+    model = tiny_model(vocab=len(tok))
+    model.config.eos_token_id = tok.eos_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
