@@ -35,8 +35,9 @@ def build_suffix_array(text, key_len):
 
     Manber–Myers prefix doubling: each round orders suffixes by 2h tokens from the
     order by h tokens with one stable counting sort, so a round is three linear
-    passes (measured ~6M tokens/s for the whole build at key_len 32, one core;
-    numpy argsort per round ran at ~1M tokens/s).
+    passes (whole build at key_len 32, one core: 6.8M tokens/s at 1M tokens, 2.2M
+    at 10M where the random accesses miss the cache; an np.argsort per round
+    would take ~2 s per round at 10M alone).
     """
     n = len(text)
     sa = np.empty(n, np.int32)
