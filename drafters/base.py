@@ -37,3 +37,6 @@ class Drafter(ABC):
     @abstractmethod
     def stop(self, request_id: str) -> None:
         """Forget the request (a shared store may keep its output)."""
+
+    def set_source(self, request_id: str, source_ids: Sequence[int]) -> None:
+        """Name the text a rewriting request copies from; only source-aware drafters use it."""

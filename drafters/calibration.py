@@ -132,5 +132,8 @@ class Calibrated(Drafter):
         self._last.pop(request_id, None)
         self.drafter.stop(request_id)
 
+    def set_source(self, request_id: str, source_ids: Sequence[int]) -> None:
+        self.drafter.set_source(request_id, source_ids)
+
     def stats(self) -> list[dict]:
         return self.calibrator.stats()

@@ -63,6 +63,10 @@ class MixerDrafter(Drafter):
         for d in self.drafters:
             d.stop(request_id)
 
+    def set_source(self, request_id: str, source_ids: Sequence[int]) -> None:
+        for d in self.drafters:
+            d.set_source(request_id, source_ids)
+
     def stats(self) -> dict[str, list[dict]]:
         """Per-depth acceptance of every calibrated member, by member name."""
         return {d.name: d.stats() for d in self.drafters if hasattr(d, "stats")}

@@ -72,13 +72,11 @@ class Lookahead:
             params = SamplingParams(spec.max_new_tokens or max_new_tokens,
                                     temperature if spec.temperature is None else spec.temperature,
                                     top_p if spec.top_p is None else spec.top_p, seed)
+            source = None if spec.source is None else self.tokenizer(spec.source, add_special_tokens=False)["input_ids"]
             try:
-                self.engine.add(spec.id, encode_prompt(self.tokenizer, spec), params)
+                self.engine.add(spec.id, encode_prompt(self.tokenizer, spec), params, source_ids=source)
             except RequestError as e:
                 yield self._failed(spec.id, str(e))
-                continue
-            if spec.source is not None and hasattr(self.drafter, "set_source"):
-                self.drafter.set_source(spec.id, self.tokenizer(spec.source, add_special_tokens=False)["input_ids"])
         while self.engine.has_work():
             for req in self.engine.step():
                 yield self._result(req)

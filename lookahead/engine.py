@@ -10,6 +10,7 @@ steps; all their new tokens go through the target in one flattened forward.
 from __future__ import annotations
 
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -69,6 +70,7 @@ class Request:
     finished_at: float | None = None
     error: str | None = None
     rng: np.random.Generator | None = None
+    source_ids: list[int] | None = None  # text a rewriting request copies from (for source-aware drafters)
 
     @property
     def output_ids(self) -> list[int]:
@@ -115,10 +117,12 @@ class Engine:
         self.step_log: list[StepStats] = []
 
     # ---- request lifecycle ----------------------------------------------------------------------
-    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None) -> Request:
+    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None,
+            source_ids: list[int] | None = None) -> Request:
         params = params or SamplingParams()
         req = Request(request_id, list(prompt_ids), params, tokens=list(prompt_ids), arrived=self.clock(),
-                      rng=np.random.default_rng([params.seed, abs(hash(request_id)) % (1 << 31)]))
+                      rng=np.random.default_rng([params.seed, zlib.crc32(request_id.encode())]),
+                      source_ids=source_ids)
         if not prompt_ids:
             raise RequestError(f"request {request_id}: empty prompt")
         need = len(prompt_ids) + params.max_new_tokens + self.config.max_depth + 1
@@ -145,7 +149,13 @@ class Engine:
             self.waiting.popleft()
             self.cache.reserve(req.id, need)  # all at admission: a running request never runs out
             self.running.append(req)
-            self._guard(req, lambda: self.drafter and self.drafter.start(req.id, req.prompt_ids))
+            if self.drafter is not None:
+                self._guard(req, lambda: self._start_drafting(req))
+
+    def _start_drafting(self, req: Request) -> None:
+        self.drafter.start(req.id, req.prompt_ids)
+        if req.source_ids is not None:
+            self.drafter.set_source(req.id, req.source_ids)
 
     def _finish(self, req: Request, error: str | None = None) -> None:
         req.error = req.error or error

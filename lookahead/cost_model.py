@@ -1,0 +1,181 @@
+"""How long a verify step takes, as a function of the batch, fitted online from measured steps.
+
+The model is convex and piecewise linear in the batch's query tokens Q:
+
+    seconds = base + per_request·R + per_query_token·Q + per_kv_token·KV
+              + past_knee·max(0, Q − knee)
+
+R requests, Q query tokens (chains + draft nodes), KV committed KV tokens. Below
+the knee a forward is memory-bound and extra query tokens are nearly free; past it
+the GEMMs are compute-bound and every token costs (DESIGN §4: ~40 ms at batch 1
+for up to 64 query tokens on an H100 with an 8B-shaped model, 104 ms for 2048).
+All coefficients are kept ≥ 0, so the marginal cost of a token never falls as Q
+grows: the goodput controller's greedy choice relies on that (controller.py).
+
+Fitting is exponentially weighted least squares on the normal equations, plus a
+prior that never decays (pseudo-steps predicted by the prior coefficients), solved
+as a 5-variable non-negative quadratic program when a prediction is next needed.
+
+>>> m = StepCostModel.fixed(base=0.040, past_knee=3.6e-5, knee=256)
+>>> round(m.predict(1, 64, 1024), 4), round(m.predict(32, 2048, 32768), 4)
+(0.04, 0.1045)
+>>> learner = StepCostModel(prior=m.coefficients)
+>>> for q in (32, 64, 512, 1024, 2048) * 20:
+...     learner.observe(32, q, 32768, 0.030 + 1e-5 * q)   # a leaner engine: no knee
+>>> c = learner.coefficients
+>>> round(c.predict(32, 2048, 32768) * 1000, 1), round(c.predict(32, 32, 32768) * 1000, 1)
+(50.5, 30.3)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+MIN_STEP_SECONDS = 1e-6  # a floor so that goodput (tokens / seconds) stays finite
+
+
+@dataclass(frozen=True)
+class CostCoefficients:
+    """Seconds per verify step: see the module docstring for the formula."""
+
+    base: float = 0.040  # per step, whatever the batch (launches, Python, weights read once)
+    per_request: float = 0.0  # per request in the batch
+    per_query_token: float = 0.0  # per query token, at any Q
+    per_kv_token: float = 0.0  # per committed KV token attended to
+    past_knee: float = 3.6e-5  # extra per query token beyond `knee`
+    knee: int = 256  # query tokens in the batch where the forward turns compute-bound
+
+    def features(self, requests, query_tokens, kv_tokens) -> np.ndarray:
+        """float64 [..., 5]: the regressors the coefficients multiply (broadcasts over Q)."""
+        q = np.asarray(query_tokens, np.float64)
+        r, kv = np.broadcast_to(np.float64(requests), q.shape), np.broadcast_to(np.float64(kv_tokens), q.shape)
+        return np.stack([np.ones_like(q), r, q, kv, np.maximum(q - self.knee, 0.0)], axis=-1)
+
+    def vector(self) -> np.ndarray:
+        """float64 [5]: the coefficients in `features` order."""
+        return np.array([self.base, self.per_request, self.per_query_token, self.per_kv_token, self.past_knee])
+
+    def predict(self, requests, query_tokens, kv_tokens):
+        """Predicted seconds; `query_tokens` may be an array (one prediction per entry)."""
+        q = np.asarray(query_tokens, np.float64)
+        t = (self.base + self.per_request * requests + self.per_query_token * q + self.per_kv_token * kv_tokens
+             + self.past_knee * np.maximum(q - self.knee, 0.0))
+        return np.maximum(t, MIN_STEP_SECONDS) if q.ndim else max(float(t), MIN_STEP_SECONDS)
+
+
+# Batches at which the prior speaks: (requests, query tokens, KV tokens). They span
+# all five features, so the fit is well posed from the first step on.
+PRIOR_BATCHES = ((1, 1, 1024), (1, 64, 1024), (8, 8, 8192), (8, 512, 8192),
+                 (32, 32, 32768), (32, 2048, 32768), (32, 1024, 131072))
+
+
+class StepCostModel:
+    """Verify-step seconds from (requests, query tokens, KV tokens); learns from observe().
+
+    prior           coefficients before any data (default: DESIGN §4's H100 curve)
+    prior_weight    how many steps each prior batch counts as; the prior never decays
+    forget          weight kept by old observations per new one (0.995: half-life ~140 steps)
+    max_ratio       an observation above max_ratio × the current prediction is clipped to it:
+                    one Triton compile or GC pause must not teach the controller that
+                    tokens are expensive for the next hundred steps
+    """
+
+    def __init__(self, prior: CostCoefficients | None = None, prior_weight: float = 0.1, forget: float = 0.995,
+                 max_ratio: float = 4.0):
+        self.prior = prior or CostCoefficients()
+        self.forget, self.max_ratio = forget, max_ratio
+        x = self.prior.features(*np.array(PRIOR_BATCHES, np.float64).T)  # [P, 5]
+        self._prior_h = prior_weight * x.T @ x  # [5, 5]
+        self._prior_g = prior_weight * x.T @ (x @ self.prior.vector())  # [5]
+        self._h = np.zeros((5, 5))  # Σ w·x xᵀ over observations
+        self._g = np.zeros(5)  # Σ w·x y
+        self.observations = 0
+        self.frozen = False
+        self._fit: CostCoefficients | None = self.prior
+        self._last_fit = self.prior  # for clipping observations without a solve per step
+
+    @staticmethod
+    def fixed(base: float = 0.040, per_request: float = 0.0, per_query_token: float = 0.0, per_kv_token: float = 0.0,
+              past_knee: float = 0.0, knee: int = 256) -> "StepCostModel":
+        """A model that ignores observe(): for tests and the replay simulator."""
+        m = StepCostModel(CostCoefficients(base, per_request, per_query_token, per_kv_token, past_knee, knee))
+        m.frozen = True
+        return m
+
+    @property
+    def coefficients(self) -> CostCoefficients:
+        if self._fit is None:  # solved lazily: many observations may arrive between predictions
+            theta = nonnegative_quadratic_min(self._prior_h + self._h, self._prior_g + self._g,
+                                              guess=self._last_fit.vector())
+            self._fit = self._last_fit = replace(self.prior, **dict(zip(("base", "per_request", "per_query_token", "per_kv_token",
+                                                         "past_knee"), theta.tolist())))
+        return self._fit
+
+    def predict(self, requests, query_tokens, kv_tokens):
+        """Seconds for one step of this batch; `query_tokens` may be an array."""
+        return self.coefficients.predict(requests, query_tokens, kv_tokens)
+
+    def observe(self, requests: int, query_tokens: int, kv_tokens: int, seconds: float) -> None:
+        """Learn from one measured step."""
+        if self.frozen:
+            return
+        seconds = min(float(seconds), self.max_ratio * self._last_fit.predict(requests, query_tokens, kv_tokens))
+        x = self.prior.features(requests, query_tokens, kv_tokens)
+        self._h *= self.forget
+        self._g *= self.forget
+        self._h += np.outer(x, x)
+        self._g += x * seconds
+        self.observations += 1
+        self._fit = None
+
+
+def nonnegative_quadratic_min(h: np.ndarray, g: np.ndarray, guess: np.ndarray | None = None,
+                              tol: float = 1e-12) -> np.ndarray:
+    """argmin over θ ≥ 0 of ½θᵀHθ − gᵀθ for positive definite H (Lawson–Hanson active set).
+
+    Least squares with θ ≥ 0 in normal-equation form. Features differ in scale by
+    10⁵ (a constant vs KV tokens), so H is rescaled to unit diagonal first. `guess`
+    (the previous solution) names the variables likely to be positive: if solving
+    on those alone satisfies the optimality conditions, that is the answer (one 5×5
+    solve, ~15 µs, against ~150 µs for the search from zero).
+
+    >>> nonnegative_quadratic_min(np.eye(2), np.array([1.0, -2.0])).tolist()
+    [1.0, 0.0]
+    """
+    s = 1.0 / np.sqrt(np.diag(h))
+    h, g = h * np.outer(s, s), g * s
+    if guess is not None:
+        theta = _solve_on(h, g, guess > 0)
+        if (theta >= 0).all() and ((g - h @ theta)[theta == 0] <= tol).all():
+            return theta * s
+    n = len(g)
+    free = np.zeros(n, bool)
+    theta = np.zeros(n)
+    for _ in range(3 * n):  # each pass frees one variable; a handful suffice for n = 5
+        grad = g - h @ theta  # descent direction; a fixed variable may enter if it points up
+        grad[free] = -np.inf
+        j = int(np.argmax(grad))
+        if grad[j] <= tol:
+            break
+        free[j] = True
+        while True:
+            z = _solve_on(h, g, free)
+            if (z >= 0).all():
+                theta = z
+                break
+            # Step from θ toward z until the first free variable hits zero, and fix it there.
+            bad = z < 0
+            alpha = np.min(theta[bad] / (theta[bad] - z[bad]))
+            theta = theta + alpha * (z - theta)
+            free &= theta > tol
+            theta[~free] = 0.0
+    return theta * s
+
+
+def _solve_on(h: np.ndarray, g: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """The unconstrained minimiser over the `free` variables, the others held at 0."""
+    z = np.zeros(len(g))
+    idx = np.flatnonzero(free)
+    z[idx] = np.linalg.solve(h[np.ix_(idx, idx)], g[idx])
+    return z
