@@ -87,5 +87,68 @@ def run(
         raise typer.Exit(1)
 
 
+REPLAY_DRAFTERS = DRAFTERS + ("hf-chain", "arctic-suffix", "arctic-suffix-chain")
+
+
+@app.command()
+def replay(
+    trace: Path = typer.Option(..., help="Trace JSONL written by `lookahead run --trace-output`."),
+    drafter: str = typer.Option("prompt-lookup", help=f"Drafter: {', '.join(REPLAY_DRAFTERS)}."),
+    max_nodes: int = typer.Option(32, help="Draft tree nodes verified per request and step."),
+    max_depth: int = typer.Option(16, help="Deepest draft tree node."),
+    max_batch_size: int = typer.Option(8, help="Requests decoded together (as in the run that wrote the trace)."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="The run's --max-new-tokens. [default: the longest recorded output]"),
+    corpus: list[Path] = typer.Option([], help="Text or JSONL files for the retrieval drafter (repeatable)."),
+    model: Optional[str] = typer.Option(None, help="Model whose tokenizer encodes --corpus. [default: bundled SmolLM2]"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line."),
+) -> None:
+    """Replay greedy decoding of a trace with no model: τ, tree size and propose latency of a drafter."""
+    check_choice(drafter, REPLAY_DRAFTERS, "--drafter")
+    for name, value, lo, hi in (("--max-nodes", max_nodes, 0, 1024), ("--max-depth", max_depth, 0, 1024),
+                                ("--max-batch-size", max_batch_size, 1, 4096)):
+        if not lo <= value <= hi:
+            fail(f"{name} must be in [{lo}, {hi}], got {value}")
+    if max_new_tokens is not None and max_new_tokens <= 0:
+        fail(f"--max-new-tokens must be > 0, got {max_new_tokens}")
+
+    from lookahead.eval.replay import ReplayConfig, build_drafter, read_trace, replay as run_replay
+
+    try:
+        records = read_trace(trace)
+        tokenize = _tokenizer(model) if corpus else None
+        drafter_obj = build_drafter(drafter, [str(c) for c in corpus], tokenize)
+    except (ValueError, ImportError) as e:  # one-line user errors: trace, corpus, model, missing extra
+        fail(str(e))
+    config = ReplayConfig(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size,
+                          max_new_tokens=max_new_tokens)
+    summary = {"drafter": drafter, "max_nodes": max_nodes, "max_depth": max_depth,
+               **run_replay(records, drafter_obj, config).summary()}
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"lookahead replay · {trace.name} · drafter {drafter} · nodes {max_nodes} depth {max_depth}")
+    for col in ("requests", "output tokens", "τ (tokens/forward)", "mean nodes", "mean accepted",
+                "propose µs p50", "propose µs p99"):
+        table.add_column(col, justify="right")
+    s = summary
+    table.add_row(str(s["requests"]), str(s["output_tokens"]), f"{s['tau']:.3f}", f"{s['mean_nodes']:.1f}",
+                  f"{s['mean_accepted']:.2f}", f"{s['propose_us_p50']:.1f}", f"{s['propose_us_p99']:.1f}")
+    Console().print(table)
+
+
+def _tokenizer(model: Optional[str]):
+    """text -> ids with the model's tokenizer (no special tokens), as `lookahead run --corpus` encodes."""
+    import transformers
+
+    from .models import convert_gguf, resolve_model_path
+
+    path = resolve_model_path(model)
+    tok = transformers.AutoTokenizer.from_pretrained(convert_gguf(path) if path.suffix == ".gguf" else path)
+    return lambda text: tok(text, add_special_tokens=False)["input_ids"]
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
