@@ -46,6 +46,7 @@ def run(
     max_nodes: int = typer.Option(32, help="Draft tree nodes verified per request and step."),
     max_depth: int = typer.Option(16, help="Deepest draft tree node."),
     max_batch_size: int = typer.Option(8, help="Requests decoded together."),
+    controller: str = typer.Option("goodput", help="goodput (verify the nodes worth their cost), fixed (the whole budget) or off (plain decoding)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N requests."),
     corpus: list[Path] = typer.Option([], help="Text or JSONL files for the retrieval drafter (repeatable)."),
     trace_output: Optional[Path] = typer.Option(None, help="Write {id, prompt_ids, output_ids} per request for `lookahead replay`."),
@@ -59,6 +60,7 @@ def run(
     check_choice(drafter, DRAFTERS, "--drafter")
     check_choice(dtype, ("float32", "bfloat16", "float16"), "--dtype")
     check_choice(device, ("auto", "cpu", "cuda"), "--device")
+    check_choice(controller, ("goodput", "fixed", "off"), "--controller")
     for name, value, lo, hi in (("--max-new-tokens", max_new_tokens, 1, 1 << 20), ("--max-nodes", max_nodes, 0, 1024),
                                 ("--max-depth", max_depth, 0, 1024), ("--max-batch-size", max_batch_size, 1, 4096)):
         if not lo <= value <= hi:
@@ -73,6 +75,7 @@ def run(
     opts = RunOptions(input=input, workload=workload, output=output, model=model, drafter=drafter,
                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, dtype=dtype,
                       device=device, max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size,
+                      controller=controller,
                       limit=limit, corpus=[str(c) for c in corpus], trace_output=trace_output, as_json=as_json)
     try:
         summary = run_requests(opts)

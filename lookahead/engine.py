@@ -22,6 +22,7 @@ from lookahead.kernels.acceptance import Acceptance, accept_greedy, accept_sampl
 from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
 
 from .attention import StepAttention
+from .controller import GoodputController
 from .kv_cache import PagedKVCache
 
 
@@ -31,8 +32,9 @@ class RequestError(ValueError):
 
 @dataclass
 class EngineConfig:
-    max_nodes: int = 32  # draft nodes verified per request and step
+    max_nodes: int = 32  # draft nodes verified per request and step at most
     max_depth: int = 16  # deepest draft node
+    controller: str = "goodput"  # goodput: nodes worth their cost; fixed: the whole budget; off: plain decoding
     max_batch_size: int = 8  # requests decoded together
     kv_cache_tokens: int = 32768  # KV cache size, in tokens over all requests
     block_size: int = 16  # KV positions per cache block
@@ -112,6 +114,8 @@ class Engine:
             device=self.device,
         )
         self.eos = set(eos_token_ids if eos_token_ids is not None else default_eos(model, tokenizer))
+        budget = TreeBudget(self.config.max_nodes, self.config.max_depth)
+        self.controller = GoodputController(self.config.controller, fixed_budget=budget, max_budget=budget)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.step_log: list[StepStats] = []
@@ -183,15 +187,18 @@ class Engine:
         finished = [r for r in self.running if r.error is not None]
         if batch:
             trees = [self._propose(r) for r in batch]
-            slices = [self._slice(r, t) for r, t in zip(batch, trees)]
+            chains = [self._chain(r) for r in batch]
+            trees = self.controller.select(trees, [len(c) for c in chains], [r.kv_len for r in batch])
+            slices = [RequestSlice(c, r.kv_len, t) for r, c, t in zip(batch, chains, trees)]
             start = self.clock()
             logits, scratch_k, scratch_v, inputs = self._verify(batch, slices)
-            results = self._accept(batch, slices, logits, inputs)
+            results = self._accept(batch, slices, logits, inputs)  # its .cpu() waits for the forward
+            stats = StepStats(len(batch), int(inputs.input_ids.numel()), int(inputs.kv_lens.sum()),
+                              sum(len(s.tree) for s in slices), self.clock() - start)
+            self.controller.cost_model.observe(stats.requests, stats.query_tokens, stats.kv_tokens, stats.seconds)
+            self.step_log.append(stats)
             self._commit(batch, slices, results, inputs, scratch_k, scratch_v)
             self._update(batch, slices, results)
-            self.step_log.append(StepStats(len(batch), int(inputs.input_ids.numel()),
-                                           int(inputs.kv_lens.sum()), sum(len(s.tree) for s in slices),
-                                           self.clock() - start))
             finished += [r for r in batch if r.error is not None or self._complete(r)]
         for r in finished:
             self._finish(r)
@@ -204,15 +211,15 @@ class Engine:
 
     def _propose(self, req: Request) -> DraftTree:
         prefilling = len(req.tokens) - req.kv_len > 1
-        if self.drafter is None or prefilling:
+        if self.drafter is None or prefilling or self.config.controller == "off":
             return DraftTree.empty()
         budget = self._budget(req)
         tree = self._guard(req, lambda: self.drafter.propose(req.id, budget).prune(budget))
         return tree if tree is not None else DraftTree.empty()
 
-    def _slice(self, req: Request, tree: DraftTree) -> RequestSlice:
-        chain = req.tokens[req.kv_len : req.kv_len + self.config.prefill_chunk]
-        return RequestSlice(chain=chain, kv_len=req.kv_len, tree=tree)
+    def _chain(self, req: Request) -> list[int]:
+        """The request's committed tokens that still need their KV (a prefill chunk, or the bonus token)."""
+        return req.tokens[req.kv_len : req.kv_len + self.config.prefill_chunk]
 
     def _verify(self, batch, slices):
         inputs = build_step_inputs(slices).to(self.device)

@@ -27,6 +27,7 @@ class RunOptions:
     max_nodes: int = 32
     max_depth: int = 16
     max_batch_size: int = 8
+    controller: str = "goodput"
     limit: int | None = None
     corpus: list[str] = field(default_factory=list)
     trace_output: Path | None = None
@@ -54,7 +55,8 @@ def run_requests(opts: RunOptions) -> dict:
     with console.status("loading model"):
         lm = Lookahead(opts.model, drafter=opts.drafter, dtype=opts.dtype, device=opts.device, corpus=opts.corpus,
                        task=task, config=EngineConfig(max_nodes=opts.max_nodes, max_depth=opts.max_depth,
-                                                      max_batch_size=opts.max_batch_size))
+                                                      max_batch_size=opts.max_batch_size,
+                                                      controller=opts.controller))
     specs = {spec.id: spec for spec, _ in lines if spec is not None}
     out = open(opts.output, "w", encoding="utf-8") if opts.output else None
     trace = open(opts.trace_output, "w", encoding="utf-8") if opts.trace_output else None

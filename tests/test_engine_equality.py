@@ -75,7 +75,7 @@ def test_random_trees_are_lossless(arch):
     plain = Engine(model, config=EngineConfig(kv_cache_tokens=2048)).run(ps, SamplingParams(max_new_tokens=30))
     answers = {rid: r.output_ids for rid, r in plain.items()}
     spec = Engine(model, drafter=OracleDrafter(answers, 97),
-                  config=EngineConfig(kv_cache_tokens=2048, max_nodes=24, max_depth=8))
+                  config=EngineConfig(kv_cache_tokens=2048, max_nodes=24, max_depth=8, controller="fixed"))
     out = spec.run(ps, SamplingParams(max_new_tokens=30))
     for rid in ps:
         assert out[rid].output_ids == answers[rid]

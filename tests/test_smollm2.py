@@ -38,7 +38,7 @@ def test_plain_equals_transformers_generate(smollm2, gec_prompts, plain):
 
 def test_prompt_lookup_trees_equal_plain(smollm2, gec_prompts, plain):
     engine = Engine(smollm2.model, smollm2.tokenizer, drafter=PromptLookupDrafter(),
-                    config=EngineConfig(kv_cache_tokens=4096, max_nodes=32, max_depth=12))
+                    config=EngineConfig(kv_cache_tokens=4096, max_nodes=32, max_depth=12, controller="fixed"))
     out = engine.run(gec_prompts, SamplingParams(max_new_tokens=N_NEW))
     assert {rid: r.output_ids for rid, r in out.items()} == plain
     tau = sum(len(r.output_ids) for r in out.values()) / sum(r.forwards for r in out.values())
