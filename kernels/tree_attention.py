@@ -70,7 +70,8 @@ def tree_attention_reference(
         k = torch.cat([gather_prefix(k_cache, block_table[b], n_prefix), k_new[s:e]]).float()
         v = torch.cat([gather_prefix(v_cache, block_table[b], n_prefix), v_new[s:e]]).float()
         tree = unpack_mask(tree_mask[s:e], e - s)
-        mask = torch.cat([tree.new_ones(e - s, n_prefix), tree], dim=1)
+        # A query that sees everything needs no mask, and SDPA then takes its fused CPU path.
+        mask = None if tree.all() else torch.cat([tree.new_ones(e - s, n_prefix), tree], dim=1)
         o = F.scaled_dot_product_attention(
             q[s:e].float().transpose(0, 1),  # [Hq, T, D]
             k.transpose(0, 1),
