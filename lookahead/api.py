@@ -46,7 +46,7 @@ class Lookahead:
 
     def __init__(self, model=None, tokenizer=None, *, drafter: str = "prompt-lookup", dtype: str = "float32",
                  device: str = "auto", config: EngineConfig | None = None, corpus: list[str] | None = None,
-                 task: str | None = None):
+                 task: str | None = None, documents: list[str] | None = None):
         from .models import load_model
 
         if model is None or isinstance(model, str):
@@ -61,7 +61,7 @@ class Lookahead:
             model.set_attn_implementation(ATTENTION_NAME)
             self.model, self.tokenizer, self.model_name = model.eval(), tokenizer, type(model).__name__
         self.drafter_name = drafter
-        self.drafter = build_drafter(drafter, self.tokenizer, corpus, task)
+        self.drafter = build_drafter(drafter, self.tokenizer, corpus, task, documents)
         self.engine = Engine(self.model, self.tokenizer, self.drafter, config or EngineConfig())
 
     def stream(self, prompts: Iterable, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
@@ -115,16 +115,21 @@ def as_spec(prompt, index: int) -> RequestSpec:
     raise TypeError(f"a prompt must be a str, a list of messages or a dict, got {type(prompt).__name__}")
 
 
-def build_drafter(name: str, tokenizer, corpus: list[str] | None, task: str | None):
+def build_drafter(name: str, tokenizer, corpus: list[str] | None, task: str | None,
+                  documents: list[str] | None = None):
+    """The named drafter; its retrieval datastore holds the corpus files and the RAG documents."""
     from lookahead.drafters.mixer import make_drafter
 
     store = None
+    tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     if corpus:
         from lookahead.drafters import RetrievalStore
 
-        store = RetrievalStore.from_files(corpus, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+        store = RetrievalStore.from_files(corpus, tokenize)
     elif name in ("retrieval", "auto"):
         from lookahead.drafters import RetrievalStore
 
         store = RetrievalStore()  # past outputs of this run only
+    if store is not None and documents:
+        store.extend(tokenize(d) for d in documents)
     return make_drafter(name, store=store, task=task)

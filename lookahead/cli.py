@@ -13,6 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 DRAFTERS = ("none", "prompt-lookup", "suffix", "retrieval", "source", "auto")
 WORKLOADS = ("rag", "gec", "gec-ua")
+TASKS = ("chat", "rag", "gec")  # lookahead.tasks.TASKS, repeated so that --help imports nothing heavy
 
 
 def fail(message: str) -> None:
@@ -32,27 +33,54 @@ def main() -> None:
 
 @app.command()
 def run(
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Requests JSONL (id + messages or prompt)."),
-    workload: Optional[str] = typer.Option(None, help="A bundled sample instead of --input: rag, gec or gec-ua."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results JSONL, one line per request as it finishes."),
-    model: Optional[str] = typer.Option(None, help="Model folder or .gguf file. [default: bundled SmolLM2-135M-Instruct]"),
-    drafter: str = typer.Option("prompt-lookup", help=f"Drafter: {', '.join(DRAFTERS)}."),
+    input: Optional[Path] = typer.Option(
+        None, "--input", "-i", show_default="none: give --workload",
+        help="Requests: JSONL (id + messages, prompt or text) or a .txt file, one request per line."),
+    workload: Optional[str] = typer.Option(None, show_default="none: give --input",
+                                           help="A bundled sample instead of --input: rag, gec or gec-ua."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", show_default="none: texts go to the terminal",
+                                          help="Results JSONL, one line per request as it finishes."),
+    resume: bool = typer.Option(False, "--resume", show_default="off",
+                                help="Keep the finished requests already in --output, run the others and append "
+                                     "(after Ctrl-C or a crash)."),
+    on_error: str = typer.Option("skip", help="skip: record a bad input line or failed request in the output "
+                                 "and go on; fail: stop at the first one (exit 2)."),
+    task: Optional[str] = typer.Option(
+        None, show_default="gec for the gec workloads, rag with --documents or the rag workload, else chat",
+        help="chat; gec: each text is corrected (an instruction before it, the text as the source to copy); "
+             "rag: documents first, then the question."),
+    documents: list[Path] = typer.Option(
+        [], show_default="none",
+        help="Documents for every request (repeatable): a text file is one document, a JSONL line with "
+             "\"document\" or \"text\" is one, a folder is its files. They go into the prompt and the "
+             "retrieval datastore."),
+    model: Optional[str] = typer.Option(None, show_default="bundled SmolLM2-135M-Instruct",
+                                        help="Model folder or .gguf file."),
+    drafter: str = typer.Option("auto", help=f"Drafter: {', '.join(DRAFTERS)}."),
     max_new_tokens: int = typer.Option(128, help="Tokens to generate per request at most."),
     temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples losslessly."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temperature > 0)."),
     seed: int = typer.Option(0, help="Seed for sampling."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    max_nodes: int = typer.Option(32, help="Draft tree nodes verified per request and step."),
-    max_depth: int = typer.Option(16, help="Deepest draft tree node."),
+    max_nodes: int = typer.Option(32, help="Draft tree nodes verified per request and step, 0 to 1024."),
+    max_depth: int = typer.Option(16, help="Deepest draft tree node, 0 to 1024."),
     max_batch_size: int = typer.Option(8, help="Requests decoded together."),
-    controller: str = typer.Option("goodput", help="goodput (verify the nodes worth their cost), fixed (the whole budget) or off (plain decoding)."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N requests."),
-    corpus: list[Path] = typer.Option([], help="Text or JSONL files for the retrieval drafter (repeatable)."),
-    trace_output: Optional[Path] = typer.Option(None, help="Write {id, prompt_ids, output_ids} per request for `lookahead replay`."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line."),
+    controller: str = typer.Option("goodput", help="goodput (verify the nodes worth their cost), fixed (the whole "
+                                   "budget) or off (plain decoding)."),
+    compare_plain: bool = typer.Option(False, "--compare-plain", show_default="off",
+                                       help="First decode the same requests with no drafter: measured speedup and "
+                                            "whether the outputs are identical."),
+    limit: Optional[int] = typer.Option(None, show_default="all", help="Only the first N requests."),
+    corpus: list[Path] = typer.Option([], show_default="none",
+                                      help="Text or JSONL files for the retrieval drafter (repeatable)."),
+    trace_output: Optional[Path] = typer.Option(None, show_default="none",
+                                                help="Write {id, prompt_ids, output_ids} per request for "
+                                                     "`lookahead replay`."),
+    as_json: bool = typer.Option(False, "--json", show_default="off",
+                                 help="Print the summary as one JSON object on the last line."),
 ) -> None:
-    """Generate for every request and report tokens per target forward (τ) and tokens/s."""
+    """Generate for every request and report tokens per target forward (τ), tokens/s and speedup."""
     if (input is None) == (workload is None):
         fail("give exactly one of --input FILE or --workload NAME")
     if workload is not None:
@@ -61,6 +89,9 @@ def run(
     check_choice(dtype, ("float32", "bfloat16", "float16"), "--dtype")
     check_choice(device, ("auto", "cpu", "cuda"), "--device")
     check_choice(controller, ("goodput", "fixed", "off"), "--controller")
+    check_choice(on_error, ("skip", "fail"), "--on-error")
+    if task is not None:
+        check_choice(task, TASKS, "--task")
     for name, value, lo, hi in (("--max-new-tokens", max_new_tokens, 1, 1 << 20), ("--max-nodes", max_nodes, 0, 1024),
                                 ("--max-depth", max_depth, 0, 1024), ("--max-batch-size", max_batch_size, 1, 4096)):
         if not lo <= value <= hi:
@@ -69,20 +100,24 @@ def run(
         fail(f"--limit must be > 0, got {limit}")
     if temperature < 0 or not 0 < top_p <= 1:
         fail("--temperature must be >= 0 and --top-p in (0, 1]")
+    if resume and output is None:
+        fail("--resume needs --output FILE (the file to resume)")
 
     from .runner import RunOptions, run_requests
 
-    opts = RunOptions(input=input, workload=workload, output=output, model=model, drafter=drafter,
+    opts = RunOptions(input=input, workload=workload, output=output, model=model, drafter=drafter, task=task,
+                      documents=[str(d) for d in documents],
                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, dtype=dtype,
                       device=device, max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size,
-                      controller=controller,
-                      limit=limit, corpus=[str(c) for c in corpus], trace_output=trace_output, as_json=as_json)
+                      controller=controller, limit=limit, corpus=[str(c) for c in corpus],
+                      trace_output=trace_output, resume=resume, on_error=on_error, compare_plain=compare_plain,
+                      as_json=as_json)
     try:
         summary = run_requests(opts)
     except ValueError as e:  # every user-facing error type is a ValueError with a one-line message
         fail(str(e))
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished requests are in the output file", err=True)
+        typer.echo("interrupted: finished requests are in the output file (--resume goes on)", err=True)
         raise typer.Exit(130)
     if as_json:
         typer.echo(json.dumps(summary))

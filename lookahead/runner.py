@@ -1,14 +1,21 @@
-"""What `lookahead run` does: read requests, decode them as a stream, write each result as it finishes."""
+"""What `lookahead run` does: read requests, decode them as a stream, write each result as it finishes.
+
+Everything the user can get wrong (options, input lines, documents) is checked
+before the model loads; a request the engine cannot serve fails alone.
+
+>>> opts = RunOptions(input=Path("questions.txt"), documents=["manual.txt"], output=Path("answers.jsonl"))
+>>> # summary = run_requests(opts)    # the dict `lookahead run --json` prints
+"""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+
+from .requests_io import InputError, InputLine
 
 
 @dataclass
@@ -17,7 +24,9 @@ class RunOptions:
     workload: str | None = None
     output: Path | None = None
     model: str | None = None
-    drafter: str = "prompt-lookup"
+    drafter: str = "auto"
+    task: str | None = None  # None: inferred (tasks.infer_task)
+    documents: list[str] = field(default_factory=list)
     max_new_tokens: int = 128
     temperature: float = 0.0
     top_p: float = 1.0
@@ -31,95 +40,131 @@ class RunOptions:
     limit: int | None = None
     corpus: list[str] = field(default_factory=list)
     trace_output: Path | None = None
+    resume: bool = False
+    on_error: str = "skip"  # skip: record a bad line or failed request and go on; fail: stop at the first
+    compare_plain: bool = False
     as_json: bool = False
 
 
-def load_specs(opts: RunOptions):
+class RunError(ValueError):
+    """A run stopped by --on-error fail (one line for the user)."""
+
+
+def load_lines(opts: RunOptions, task: str, documents: list[str]) -> list[InputLine]:
+    """The input lines, each request shaped by the task; bad lines kept with their error."""
     from lookahead.eval.workloads import bundled_path
 
     from .requests_io import read_requests
+    from .tasks import shape
 
     path = opts.input if opts.input is not None else bundled_path(opts.workload)
     lines = read_requests(path)
-    return lines[: opts.limit] if opts.limit else lines
+    lines = lines[: opts.limit] if opts.limit else lines
+    for line in lines:
+        if line.spec is not None:
+            try:
+                line.spec = shape(line.spec, task, documents)
+            except InputError as e:
+                line.spec, line.error = None, f"line {line.lineno}: {e}"
+        if line.error is not None and opts.on_error == "fail":
+            raise RunError(line.error)
+    return lines
 
 
 def run_requests(opts: RunOptions) -> dict:
+    from lookahead.drafters.corpus import read_documents
+
+    from .documents import read_document_files
+    from .tasks import infer_task
+
+    read_documents(opts.corpus)  # a bad corpus file fails now, not after a long model load
+    documents = read_document_files(opts.documents)
+    task = infer_task(opts.task, opts.workload, documents)
+    lines = load_lines(opts, task, documents)
+
+    # torch and transformers only once the input is known to be good
+    from transformers.utils import logging as hf_logging
+
     from .api import Lookahead
     from .engine import EngineConfig
+    from .report import print_summary, summarize
     from .requests_io import result_line
+    from .results_file import ResultsFile
 
     console = Console(stderr=True)
-    lines = load_specs(opts)
-    task = "gec" if opts.workload in ("gec", "gec-ua") else None
+    # The datastore also gets each request's own documents: a request may draft from another's.
+    store_docs = list(dict.fromkeys(documents + [d for ln in lines if ln.spec for d in ln.spec.documents]))
+    hf_logging.disable_progress_bar()  # our own status line says what loads; an error stays one line
     with console.status("loading model"):
         lm = Lookahead(opts.model, drafter=opts.drafter, dtype=opts.dtype, device=opts.device, corpus=opts.corpus,
-                       task=task, config=EngineConfig(max_nodes=opts.max_nodes, max_depth=opts.max_depth,
-                                                      max_batch_size=opts.max_batch_size,
-                                                      controller=opts.controller))
-    specs = {spec.id: spec for spec, _ in lines if spec is not None}
-    out = open(opts.output, "w", encoding="utf-8") if opts.output else None
-    trace = open(opts.trace_output, "w", encoding="utf-8") if opts.trace_output else None
+                       task=task, documents=store_docs,
+                       config=EngineConfig(max_nodes=opts.max_nodes, max_depth=opts.max_depth,
+                                           max_batch_size=opts.max_batch_size, controller=opts.controller))
+    out = ResultsFile(opts.output, opts.resume) if opts.output else None
+    done = out.done if out is not None else set()
+    trace = ResultsFile(opts.trace_output, opts.resume, keep=done) if opts.trace_output else None
+    todo = [ln for ln in lines if (ln.spec.id if ln.spec else invalid_id(ln)) not in done]
+    specs = {ln.spec.id: ln.spec for ln in todo if ln.spec is not None}
+    sampling = dict(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p,
+                    seed=opts.seed)
     results, failed = [], 0
-    start = time.perf_counter()
-    progress = Progress(TextColumn("[bold]decoding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[rate]}"), console=console, transient=opts.as_json)
+    plain, plain_seconds = None, 0.0
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[rate]}"), console=console,
+                        transient=True)  # the table says how it went; an error stays one line
     try:
         with progress:
-            bar = progress.add_task("run", total=len(lines), rate="")
-            for i, (spec, error) in enumerate(lines):
-                if spec is None:  # a bad line is reported in the output, the others still run
+            if opts.compare_plain:
+                plain, plain_seconds = decode_plain(lm, list(specs.values()), sampling, progress)
+            bar = progress.add_task("decoding", total=len(todo), rate="")
+            start = time.perf_counter()
+            for ln in todo:
+                if ln.spec is None:  # a bad line is recorded in the output, the others still run
                     failed += 1
-                    write(out, {"id": f"invalid-{i}", "error": error, "finish_reason": "error"})
+                    write(out, {"id": invalid_id(ln), "line": ln.lineno, "error": ln.error, "finish_reason": "error"})
                     progress.advance(bar)
-            stream = lm.stream(list(specs.values()), max_new_tokens=opts.max_new_tokens,
-                               temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed)
-            for res in stream:
-                spec = specs[res.id]
+            for res in lm.stream(list(specs.values()), **sampling):
+                if res.error is not None and opts.on_error == "fail":
+                    named = res.error.startswith(f"request {res.id}")  # the engine's own errors name it
+                    raise RunError(res.error if named else f"request {res.id}: {res.error}")
                 failed += res.error is not None
                 results.append(res)
-                write(out, result_line(spec, res.to_dict()))
-                if trace is not None and res.error is None:
+                if res.error is None:  # trace first: a kill between the two writes leaves no traced orphan
                     write(trace, {"id": res.id, "prompt_ids": res.prompt_ids, "output_ids": res.token_ids})
+                write(out, result_line(specs[res.id], res.to_dict()))
                 tokens = sum(r.output_tokens for r in results)
                 progress.update(bar, advance=1, rate=f"{tokens / (time.perf_counter() - start):.1f} tok/s")
+            seconds = time.perf_counter() - start
     finally:
         for f in (out, trace):
             if f is not None:
                 f.close()
-    summary = summarize(results, failed, time.perf_counter() - start, lm, opts)
+    summary = summarize(results, failed, seconds, lm, opts.drafter, opts.dtype, plain, plain_seconds)
+    summary["task"], summary["resumed"] = task, len(lines) - len(todo)
     if not opts.as_json:
         print_summary(console, summary, results if opts.output is None else [])
     return summary
 
 
+def decode_plain(lm, specs: list, sampling: dict, progress: Progress):
+    """The same requests with no drafter, for --compare-plain: (results, seconds)."""
+    bar = progress.add_task("plain decoding", total=len(specs), rate="")
+    drafter, lm.engine.drafter = lm.engine.drafter, None  # the engine drafts nothing without one
+    try:
+        start = time.perf_counter()
+        results = []
+        for res in lm.stream(specs, **sampling):
+            results.append(res)
+            progress.advance(bar)
+        return results, time.perf_counter() - start
+    finally:
+        lm.engine.drafter = drafter
+
+
+def invalid_id(line: InputLine) -> str:
+    return f"invalid-{line.lineno}"
+
+
 def write(f, obj: dict) -> None:
     if f is not None:
-        f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        f.flush()  # a kill loses at most the request in flight
-
-
-def summarize(results, failed: int, seconds: float, lm, opts: RunOptions) -> dict:
-    ok = [r for r in results if r.error is None]
-    tokens = sum(r.output_tokens for r in ok)
-    forwards = sum(r.target_forwards for r in ok)
-    lat = sorted(r.latency_s for r in ok)
-    return {
-        "model": lm.model_name, "drafter": opts.drafter, "device": str(lm.engine.device), "dtype": opts.dtype,
-        "requests": len(ok), "failed": failed, "output_tokens": tokens, "target_forwards": forwards,
-        "tau": tokens / max(1, forwards), "tokens_per_s": tokens / max(seconds, 1e-9), "wall_s": seconds,
-        "latency_p50_s": lat[len(lat) // 2] if lat else 0.0,
-        "latency_p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else 0.0,
-    }
-
-
-def print_summary(console: Console, s: dict, shown) -> None:
-    for r in shown:
-        console.print(f"[bold]{r.id}[/bold] ({r.output_tokens} tokens, τ {r.tau:.2f}):")
-        console.print(r.text if r.error is None else f"[red]error: {r.error}[/red]", markup=False, highlight=False)
-    table = Table(title=f"lookahead run · {s['model']} · drafter {s['drafter']} · {s['device']} {s['dtype']}")
-    for col in ("requests", "failed", "output tokens", "τ (tokens/forward)", "tokens/s", "wall s"):
-        table.add_column(col, justify="right")
-    table.add_row(str(s["requests"]), str(s["failed"]), str(s["output_tokens"]), f"{s['tau']:.2f}",
-                  f"{s['tokens_per_s']:.1f}", f"{s['wall_s']:.1f}")
-    console.print(table)
+        f.write(obj)
