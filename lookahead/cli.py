@@ -102,6 +102,9 @@ def run(
         fail("--temperature must be >= 0 and --top-p in (0, 1]")
     if resume and output is None:
         fail("--resume needs --output FILE (the file to resume)")
+    for path in (output, trace_output):
+        if path is not None and not path.parent.is_dir():  # found now, not after the model has loaded
+            fail(f"output folder does not exist: {path.parent}")
 
     from .runner import RunOptions, run_requests
 

@@ -37,7 +37,10 @@ class ResultsFile:
         if resume and self.path.exists():
             self._keep_finished(keep)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if resume else os.O_TRUNC)
-        self._fd = os.open(self.path, flags, 0o644)
+        try:
+            self._fd = os.open(self.path, flags, 0o644)
+        except OSError as e:
+            raise ValueError(f"cannot write {self.path}: {e.strerror}") from None
 
     def write(self, obj: dict) -> None:
         data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")

@@ -51,6 +51,7 @@ def test_bad_input_files(tiny_model_dir, tmp_path, name, content, message):
     (["--max-depth", "2000"], "--max-depth must be in [0, 1024]"),
     (["--max-nodes", "-1"], "--max-nodes must be in [0, 1024]"),
     (["--resume"], "--resume needs --output"),
+    (["-o", "/no/such/dir/out.jsonl"], "output folder does not exist: /no/such/dir"),
 ])
 def test_bad_option_values(tmp_path, args, message):
     assert_one_line_error(run_cli("-i", make(tmp_path, "in.jsonl", GOOD), *args), message)
@@ -93,6 +94,12 @@ def test_bad_corpus_and_document_files(tiny_model_dir, tmp_path, content, messag
     src = make(tmp_path, "in.jsonl", GOOD)
     for option in ("--corpus", "--documents"):
         assert_one_line_error(run_cli("-i", src, "--model", tiny_model_dir, option, bad), message)
+
+
+def test_an_unwritable_output_file(tiny_model_dir, tmp_path):
+    (tmp_path / "out.jsonl").mkdir()  # a folder where the file should go
+    res = run_cli("-i", make(tmp_path, "in.jsonl", GOOD), "--model", tiny_model_dir, "-o", tmp_path / "out.jsonl")
+    assert_one_line_error(res, "cannot write")
 
 
 def test_on_error_fail_stops_at_the_first_bad_line(tiny_model_dir, tmp_path):
