@@ -1,9 +1,14 @@
 """The Python API: one object that holds the model, the drafters and the engine.
 
->>> from lookahead import Lookahead                                   # doctest: +SKIP
->>> lm = Lookahead(drafter="prompt-lookup")                          # bundled SmolLM2, CPU
->>> [r] = lm.generate(["Repeat exactly: the quick brown fox."], max_new_tokens=16)
->>> r.text, r.tau                                                    # text, tokens per target pass
+>>> from lookahead import Lookahead
+>>> lm = Lookahead()                                   # doctest: +SKIP
+>>> [r] = lm.generate(["Repeat exactly: the quick brown fox."], max_new_tokens=16)  # doctest: +SKIP
+>>> r.text, r.tau                                      # doctest: +SKIP
+('The quick brown fox.', 3.2)
+
+The default is the bundled SmolLM2 on the CPU in fp32, with the `auto` drafter (a
+mixer of prompt lookup, the suffix automaton and retrieval over past outputs) and
+the goodput controller.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ class Lookahead:
     model already loaded (then pass its `tokenizer` too).
     """
 
-    def __init__(self, model=None, tokenizer=None, *, drafter: str = "prompt-lookup", dtype: str = "float32",
+    def __init__(self, model=None, tokenizer=None, *, drafter: str = "auto", dtype: str = "float32",
                  device: str = "auto", config: EngineConfig | None = None, corpus: list[str] | None = None,
                  task: str | None = None, documents: list[str] | None = None):
         from .models import load_model

@@ -1,0 +1,4 @@
+"""`python -m lookahead.eval`: the eval harness (see harness.py)."""
+from .harness import main
+
+main()
