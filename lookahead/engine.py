@@ -104,6 +104,7 @@ class Engine:
         cfg = model.config
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.max_positions = getattr(cfg, "max_position_embeddings", 1 << 30)
+        self.vocab_size = getattr(model.get_input_embeddings(), "num_embeddings", None)
         self.cache = PagedKVCache(
             layers=cfg.num_hidden_layers,
             kv_heads=cfg.num_key_value_heads,
@@ -214,8 +215,15 @@ class Engine:
         if self.drafter is None or prefilling or self.config.controller == "off":
             return DraftTree.empty()
         budget = self._budget(req)
-        tree = self._guard(req, lambda: self.drafter.propose(req.id, budget).prune(budget))
+        tree = self._guard(req, lambda: self._in_vocab(self.drafter.propose(req.id, budget).prune(budget)))
         return tree if tree is not None else DraftTree.empty()
+
+    def _in_vocab(self, tree: DraftTree) -> DraftTree:
+        """A drafted id past the embedding table would crash the whole batch's forward: fail its request here."""
+        if len(tree) and self.vocab_size is not None and int(tree.tokens.max()) >= self.vocab_size:
+            raise RequestError(f"drafter proposed token id {int(tree.tokens.max())}, outside the vocabulary "
+                               f"of {self.vocab_size}")
+        return tree
 
     def _chain(self, req: Request) -> list[int]:
         """The request's committed tokens that still need their KV (a prefill chunk, or the bonus token)."""
