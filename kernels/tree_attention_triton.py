@@ -28,6 +28,12 @@ ceil(T_b / BLOCK_Q) slots, and a program finds its request by binary search over
 starts (the same numbering vLLM's unified attention uses); spare slots exit at once. The
 grid is therefore ΣT // BLOCK_Q + B tiles, known from shapes alone.
 
+Gemma-style options (see the reference): with a sliding window each query tile only walks
+the prefix keys [min position in the tile - window + 1, kv_len), so a 4k window over a 32k
+context reads 4k keys, and that span, not kv_len, is what the splits cut; tree tiles test
+the window beside the bitmask. Soft-capping applies cap * tanh(s / cap) to the scores. Both
+are compile-time switches, so plain calls run the code they always did.
+
 Rows that see no key at all (kv_len = 0 and an empty mask row) come out as zeros; the
 reference gives NaN there. Draft trees never produce such rows (a node sees itself).
 
@@ -85,9 +91,33 @@ def _find_request(qo_indptr_ptr, tile, n_requests, BLOCK_Q: tl.constexpr):
 
 
 @triton.jit
-def _online_softmax_step(q, k, v, visible, m_i, l_i, acc, qk_scale, DOT_PRECISION: tl.constexpr):
-    """Fold one KV tile into the running (max, sum, acc); scores are in log2 units."""
+def _tanh(x):
+    """tanh in fp32 from exp2 (libdevice.tanh has no interpreter twin).
+
+    (1 - e^-2|x|) / (1 + e^-2|x|) loses the low bits of tiny |x| to cancellation (an absolute
+    error of ~1e-7, which the cap multiplies back up), so below 1/8 use the odd Taylor series
+    to x^7 instead: its error there is under 2e-10 relative.
+    """
+    a = tl.abs(x)
+    t = tl.exp2(a * (-2.0 * 1.4426950408889634))
+    big = (1.0 - t) / (1.0 + t)
+    a2 = a * a
+    small = a * (1.0 + a2 * (-1.0 / 3.0 + a2 * (2.0 / 15.0 + a2 * (-17.0 / 315.0))))
+    y = tl.where(a < 0.125, small, big)
+    return tl.where(x < 0, -y, y)
+
+
+@triton.jit
+def _online_softmax_step(q, k, v, visible, m_i, l_i, acc, qk_scale, cap_log2,
+                         SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Fold one KV tile into the running (max, sum, acc); scores are in log2 units.
+
+    Without SOFTCAP qk_scale is scale * log2(e); with it, qk_scale is scale / cap and
+    cap_log2 is cap * log2(e), so s = cap * tanh(scale * q.k / cap) in log2 units.
+    """
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    if SOFTCAP:
+        s = _tanh(s) * cap_log2
     s = tl.where(visible, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     # A row that has seen nothing yet keeps m = -inf; shift by 0 there to avoid inf - inf.
@@ -101,8 +131,9 @@ def _online_softmax_step(q, k, v, visible, m_i, l_i, acc, qk_scale, DOT_PRECISIO
 @triton.jit
 def _tree_attention_partials(
     Q, K_NEW, V_NEW, K_CACHE, V_CACHE, BLOCK_TABLE, KV_LENS, QO_INDPTR, TREE_MASK,
+    POSITIONS,  # int32 [ΣT], read only with HAS_WINDOW
     O_PART, LSE_PART,  # [NUM_SPLITS + 1, ΣT, Hq, BLOCK_D] fp32, [NUM_SPLITS + 1, ΣT, Hq] fp32
-    qk_scale, n_requests,
+    qk_scale, cap_log2, window, n_requests,
     stride_qt, stride_qh,
     stride_nt, stride_nh,  # k_new and v_new share strides
     stride_cb, stride_cs, stride_ch,  # k_cache and v_cache share strides
@@ -112,7 +143,7 @@ def _tree_attention_partials(
     HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, PAGE: tl.constexpr,
     NUM_SPLITS: tl.constexpr, MIN_CHUNK: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     h = tl.program_id(1)
@@ -135,27 +166,36 @@ def _tree_attention_partials(
     d_ok = d < HEAD_DIM
     q = tl.load(Q + tok[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if HAS_WINDOW:
+        q_pos = tl.load(POSITIONS + tok, mask=row_ok, other=0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     cols = tl.arange(0, BLOCK_N)
 
-    if split < NUM_SPLITS:  # committed prefix, chunk `split`, no mask
+    if split < NUM_SPLITS:  # committed prefix, chunk `split`, no mask (but the window)
         kv_len = tl.load(KV_LENS + b)
-        chunk = tl.maximum(tl.cdiv(tl.cdiv(kv_len, NUM_SPLITS), BLOCK_N) * BLOCK_N, MIN_CHUNK)
-        lo = split * chunk
+        first = 0
+        if HAS_WINDOW:  # keys older than the tile's earliest query's window are never loaded
+            first = tl.maximum(tl.min(tl.where(row_ok, q_pos, kv_len + window), 0) - window + 1, 0)
+        span = tl.maximum(kv_len - first, 0)
+        chunk = tl.maximum(tl.cdiv(tl.cdiv(span, NUM_SPLITS), BLOCK_N) * BLOCK_N, MIN_CHUNK)
+        lo = first + split * chunk
         hi = tl.minimum(lo + chunk, kv_len)
         for start in range(lo, hi, BLOCK_N):
             pos = start + cols
             pos_ok = pos < hi
+            visible = pos_ok[None, :]
+            if HAS_WINDOW:
+                visible = visible & ((q_pos[:, None] - pos[None, :]) < window)
             page = tl.load(BLOCK_TABLE + b * stride_bt + pos // PAGE, mask=pos_ok, other=0)
             off = page.to(tl.int64) * stride_cb + (pos % PAGE) * stride_cs + h * stride_ch
             kv_mask = pos_ok[:, None] & d_ok[None, :]
             k = tl.load(K_CACHE + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
             v = tl.load(V_CACHE + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-            m_i, l_i, acc = _online_softmax_step(q, k, v, pos_ok[None, :], m_i, l_i, acc,
-                                                 qk_scale, DOT_PRECISION)
+            m_i, l_i, acc = _online_softmax_step(q, k, v, visible, m_i, l_i, acc, qk_scale,
+                                                 cap_log2, SOFTCAP, DOT_PRECISION)
     else:  # tree block: the request's new tokens under the ancestor bitmask
         for start in range(0, n_new, BLOCK_N):
             j = start + cols
@@ -163,13 +203,16 @@ def _tree_attention_partials(
             word = tl.load(TREE_MASK + tok * stride_mt + start // 64, mask=row_ok, other=0)
             bit = (word[:, None] >> (j % 64).to(tl.int64)[None, :]) & 1
             visible = (bit != 0) & (j < n_new)[None, :]
+            if HAS_WINDOW:
+                k_pos = tl.load(POSITIONS + q_start + j, mask=j < n_new, other=0)
+                visible = visible & ((q_pos[:, None] - k_pos[None, :]) < window)
             if tl.max(tl.max(visible.to(tl.int32), 1), 0) > 0:
                 off = (q_start + j).to(tl.int64) * stride_nt + h * stride_nh
                 kv_mask = (j < n_new)[:, None] & d_ok[None, :]
                 k = tl.load(K_NEW + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
                 v = tl.load(V_NEW + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-                m_i, l_i, acc = _online_softmax_step(q, k, v, visible, m_i, l_i, acc,
-                                                     qk_scale, DOT_PRECISION)
+                m_i, l_i, acc = _online_softmax_step(q, k, v, visible, m_i, l_i, acc, qk_scale,
+                                                     cap_log2, SOFTCAP, DOT_PRECISION)
 
     seen = l_i > 0
     o = acc / tl.where(seen, l_i, 1.0)[:, None]
@@ -268,9 +311,12 @@ def _sm_count(device: torch.device) -> int:
 
 def tree_attention_triton(
     q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, scale: float,
-    *, num_splits: int | None = None, min_chunk: int | None = None,
+    *, window: int | None = None, softcap: float | None = None, positions: torch.Tensor | None = None,
+    num_splits: int | None = None, min_chunk: int | None = None,
 ) -> torch.Tensor:
     """The Triton kernel; arguments as `tree_attention_reference`, plus tuning overrides."""
+    if window is not None and positions is None:
+        raise ValueError("a sliding window needs the new tokens' positions")
     n_tokens, n_q_heads, head_dim = q.shape
     n_kv_heads = k_new.shape[1]
     group = n_q_heads // n_kv_heads
@@ -289,6 +335,8 @@ def tree_attention_triton(
     kv_lens = kv_lens.to(torch.int32)
     qo_indptr = qo_indptr.to(torch.int32)
     tree_mask = tree_mask.to(torch.int64)
+    # Without a window the kernel never reads POSITIONS; any int32 tensor fills the slot.
+    positions = qo_indptr if window is None else positions.to(device=q.device, dtype=torch.int32)
 
     plan = plan_launch(n_tokens, n_requests, n_kv_heads, group, head_dim, _sm_count(q.device),
                        num_splits, min_chunk)
@@ -298,9 +346,11 @@ def tree_attention_triton(
     lse_part = torch.empty(n_parts, n_tokens, n_q_heads, device=q.device, dtype=torch.float32)
 
     _tree_attention_partials[(plan.num_tiles, n_kv_heads, n_parts)](
-        q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask,
+        q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, positions,
         o_part, lse_part,
-        scale * _LOG2E, n_requests,
+        scale * _LOG2E if softcap is None else scale / softcap,
+        0.0 if softcap is None else softcap * _LOG2E,
+        0 if window is None else window, n_requests,
         q.stride(0), q.stride(1),
         k_new.stride(0), k_new.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -310,6 +360,7 @@ def tree_attention_triton(
         HEAD_DIM=head_dim, GROUP=group, PAGE=k_cache.shape[1],
         NUM_SPLITS=plan.num_splits, MIN_CHUNK=plan.min_chunk,
         BLOCK_Q=plan.block_q, BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_D=plan.block_d,
+        HAS_WINDOW=window is not None, SOFTCAP=softcap is not None,
         # fp32 inputs would otherwise be multiplied in tf32 on the GPU (10-bit mantissa).
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=plan.num_warps, num_stages=2,

@@ -4,6 +4,12 @@ The model is run as a pure function of (input_ids, position_ids): it computes th
 new tokens' q/k/v (RoPE applied) and hands them to `lookahead_attention`, which
 keeps the new k/v in a scratch buffer (only accepted tokens reach the cache, at
 commit) and attends over the paged cache plus the tree.
+
+Layer-specific attention comes in as the keyword arguments transformers hands every
+attention backend, and goes on to the kernel: `sliding_window` (Gemma-2/3 local layers,
+Mistral, Qwen with use_sliding_window) and `softcap` (Gemma-2). Taking them from the call
+rather than from the config follows exactly what the model's own eager path does: Gemma-3
+never passes `softcap`, so a softcap in its config has no effect there either.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lookahead.kernels.tree_attention import tree_attention_reference
+from lookahead.kernels.tree_attention import tree_attention
 
 from .kv_cache import PagedKVCache
 
@@ -23,7 +29,7 @@ class StepAttention:
     """What every layer's attention needs for one verify pass.
 
     block_table int32 [B, max_blocks]   kv_lens int32 [B]   qo_indptr int32 [B + 1]
-    tree_mask   int64 [ΣT, W]
+    tree_mask   int64 [ΣT, W]           positions int64 [ΣT] (the position ids; sliding windows use them)
     scratch_k, scratch_v [layers, ΣT, kv_heads, head_dim]: filled layer by layer
     """
 
@@ -32,35 +38,31 @@ class StepAttention:
     kv_lens: torch.Tensor
     qo_indptr: torch.Tensor
     tree_mask: torch.Tensor
+    positions: torch.Tensor
     scratch_k: torch.Tensor
     scratch_v: torch.Tensor
-
-
-def _attention_backend():
-    try:
-        from lookahead.kernels.tree_attention import tree_attention  # Triton on CUDA, reference elsewhere
-    except ImportError:
-        return tree_attention_reference
-    return tree_attention
 
 
 def lookahead_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """query [1, Hq, ΣT, D], key/value [1, Hkv, ΣT, D] -> ([1, ΣT, Hq, D], None)."""
     step: StepAttention | None = kwargs.get("lookahead_step")
+    window, softcap = kwargs.get("sliding_window"), kwargs.get("softcap")
     if step is None:  # a plain transformers call (e.g. generate) on a model loaded with our attention
+        # transformers builds no mask for a custom backend, so plain causal SDPA is all there is:
+        # right unless a window actually cuts keys off or the scores are capped.
+        if softcap is not None or (window is not None and key.shape[2] > window):
+            raise NotImplementedError("plain transformers calls on sliding-window or soft-capped layers "
+                                      "need attn_implementation='eager'")
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout)
-    if getattr(module, "sliding_window", None) or getattr(module.config, "attn_logit_softcapping", None):
-        # Gemma-2/3 local layers and soft-capping change the scores; silently ignoring them would be wrong.
-        raise NotImplementedError("sliding-window and soft-capped attention are not supported yet")
     layer = module.layer_idx
     k = key[0].transpose(0, 1)
     v = value[0].transpose(0, 1)
     step.scratch_k[layer] = k
     step.scratch_v[layer] = v
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    out = _attention_backend()(
+    out = tree_attention(  # Triton on CUDA, the reference elsewhere
         query[0].transpose(0, 1),
         k,
         v,
@@ -71,6 +73,9 @@ def lookahead_attention(module, query, key, value, attention_mask, scaling=None,
         step.qo_indptr,
         step.tree_mask,
         scale,
+        window=window,
+        softcap=softcap,
+        positions=step.positions,
     )
     return out.unsqueeze(0), None
 

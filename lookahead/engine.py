@@ -240,7 +240,7 @@ class Engine:
         scratch_shape = (cfg.num_hidden_layers, n, *self.cache.k.shape[3:])
         step = StepAttention(
             cache=self.cache, block_table=block_table, kv_lens=inputs.kv_lens, qo_indptr=inputs.qo_indptr,
-            tree_mask=inputs.tree_mask,
+            tree_mask=inputs.tree_mask, positions=inputs.position_ids,
             scratch_k=torch.empty(scratch_shape, dtype=self.cache.k.dtype, device=self.device),
             scratch_v=torch.empty(scratch_shape, dtype=self.cache.v.dtype, device=self.device),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-TINY_ARCHS = ("llama", "qwen2")
+TINY_ARCHS = ("llama", "qwen2", "gemma3")  # gemma2: see test_gemma.py (no SDPA in transformers)
 
 
 def tiny_model(arch: str = "llama", seed: int = 0, vocab: int = 97, kv_heads: int = 2):
@@ -17,9 +17,14 @@ def tiny_model(arch: str = "llama", seed: int = 0, vocab: int = 97, kv_heads: in
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=2048,
                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    # Gemma: one sliding-window layer (window 8, shorter than most test prompts) and one global
+    # layer. Gemma-2 caps scores at 2; see below for making them reach it.
+    gemma = dict(common, head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"])
     config = {
         "llama": lambda: transformers.LlamaConfig(**common),
         "qwen2": lambda: transformers.Qwen2Config(**common),
+        "gemma2": lambda: transformers.Gemma2Config(**gemma, attn_logit_softcapping=2.0),
+        "gemma3": lambda: transformers.Gemma3TextConfig(**gemma),
     }[arch]()
     config._attn_implementation = ATTENTION_NAME
     torch.manual_seed(seed)
@@ -27,6 +32,10 @@ def tiny_model(arch: str = "llama", seed: int = 0, vocab: int = 97, kv_heads: in
     # Random weights give near-uniform logits; sharpen them so greedy is not decided by float noise.
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)
+        if arch == "gemma2":  # random scores are ~0.01, where a cap does nothing: x8 on q and k
+            for layer in model.model.layers:  # puts them at ~1, where capping at 2 moves the logits by ~4
+                layer.self_attn.q_proj.weight.mul_(8.0)
+                layer.self_attn.k_proj.weight.mul_(8.0)
     return model.eval()
 
 

@@ -85,9 +85,11 @@ def causal(n):
     return np.tril(np.ones((n, n), bool))
 
 
-def check(args, tol=None, **overrides):
-    out = tree_attention_triton(*args, **overrides)
-    ref = tree_attention_reference(*args)
+def check(args, tol=None, *, num_splits=None, min_chunk=None, **options):
+    """Kernel (with the given tuning) against the reference; `options` (window, softcap,
+    positions) go to both."""
+    out = tree_attention_triton(*args, num_splits=num_splits, min_chunk=min_chunk, **options)
+    ref = tree_attention_reference(*args, **options)
     assert out.dtype == ref.dtype and out.shape == ref.shape
     tol = TOL[out.dtype] if tol is None else tol
     torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
@@ -174,7 +176,7 @@ def test_dispatcher(monkeypatch):
     args = make_batch(tree_masks([CHAIN5]), kv_lens=[9])
     calls = []
     monkeypatch.setattr(tt, "tree_attention_triton",
-                        lambda *a: calls.append(1) or tree_attention_reference(*a))
+                        lambda *a, **kw: calls.append(1) or tree_attention_reference(*a, **kw))
     monkeypatch.setenv("LOOKAHEAD_TRITON_INTERPRET_TEST", "1")
     ta.tree_attention(*args)
     assert calls == [1]
@@ -182,6 +184,85 @@ def test_dispatcher(monkeypatch):
         monkeypatch.delenv("LOOKAHEAD_TRITON_INTERPRET_TEST")
         ta.tree_attention(*args)
         assert calls == [1]  # CPU tensors without the override take the reference
+
+
+# ---- Gemma-style options: sliding window and soft-capped scores --------------------------
+
+
+def tree_positions(masks, kv_lens):
+    """Position ids of the new tokens: a node at depth d of request b sits at kv_lens[b] + d
+    (a causal chunk's row i has depth i)."""
+    return torch.cat([torch.as_tensor(n + np.asarray(m).sum(1) - 1, dtype=torch.int64).reshape(-1)
+                      for m, n in zip(masks, kv_lens)])
+
+
+def brute_force(args, masks, window, softcap, positions):
+    """The same attention one query row at a time in float64, from the bool masks and the
+    page table directly (shares no code with the reference)."""
+    q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, _, scale = args
+    q, k_new, v_new, k_cache, v_cache = (x.double() for x in (q, k_new, v_new, k_cache, v_cache))
+    page, group = k_cache.shape[1], q.shape[1] // k_new.shape[1]
+    out = torch.zeros_like(q)
+    for b, m in enumerate(masks):
+        s, n = int(qo_indptr[b]), int(kv_lens[b])
+        for i in range(len(m)):
+            keys, values, key_pos = [], [], []
+            for c in range(n):
+                page_id = int(block_table[b, c // page])
+                keys.append(k_cache[page_id, c % page]), values.append(v_cache[page_id, c % page])
+                key_pos.append(c)
+            for j in range(len(m)):
+                if m[i][j]:
+                    keys.append(k_new[s + j]), values.append(v_new[s + j])
+                    key_pos.append(int(positions[s + j]))
+            qp = int(positions[s + i])
+            keep = [window is None or qp - kp < window for kp in key_pos]
+            kk = torch.stack([x for x, ok in zip(keys, keep) if ok]).repeat_interleave(group, 1)
+            vv = torch.stack([x for x, ok in zip(values, keep) if ok]).repeat_interleave(group, 1)
+            scores = torch.einsum("hd,khd->hk", q[s + i], kk) * scale
+            if softcap is not None:
+                scores = softcap * torch.tanh(scores / softcap)
+            out[s + i] = torch.einsum("hk,khd->hd", scores.softmax(-1), vv)
+    return out
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_reference_window_and_softcap_against_brute_force(data):
+    n_req = data.draw(st.integers(1, 3), label="requests")
+    parents_list = [[data.draw(st.integers(-1, i - 1)) for i in range(data.draw(st.integers(1, 10)))]
+                    for _ in range(n_req)]
+    masks = tree_masks(parents_list)
+    if data.draw(st.booleans(), label="chunked prefill"):
+        masks.append(causal(data.draw(st.integers(1, 20))))
+    kv_lens = data.draw(st.lists(st.integers(0, 40), min_size=len(masks), max_size=len(masks)))
+    window = data.draw(st.one_of(st.none(), st.integers(1, 24)), label="window")
+    softcap = data.draw(st.one_of(st.none(), st.sampled_from([0.5, 2.0, 50.0])), label="softcap")
+    args = make_batch(masks, kv_lens, group=data.draw(st.sampled_from([1, 2])), head_dim=8,
+                      device="cpu")
+    positions = tree_positions(masks, kv_lens)
+    ref = tree_attention_reference(*args, window=window, softcap=softcap, positions=positions)
+    expect = brute_force(args, masks, window, softcap, positions)
+    torch.testing.assert_close(ref.double(), expect, atol=1e-5, rtol=1e-5)
+
+
+def test_window_needs_positions():
+    args = make_batch(tree_masks([CHAIN5]), kv_lens=[9])
+    with pytest.raises(ValueError, match="positions"):
+        tree_attention_reference(*args, window=4)
+    with pytest.raises(ValueError, match="positions"):
+        tree_attention_triton(*args, window=4)
+
+
+@pytest.mark.parametrize("window,softcap", [(8, None), (None, 2.0), (1, 0.5)])
+def test_kernel_window_and_softcap(window, softcap):
+    # A tree after a long prefix (most prefix chunks lie outside the window and are skipped),
+    # a chain after a short one, and a 40-token prefill chunk whose own keys leave the window.
+    masks = tree_masks([BUSHY, CHAIN5]) + [causal(40)]
+    kv_lens = [90, 5, 20]
+    args = make_batch(masks, kv_lens, group=2, head_dim=16, seed=window or 0)
+    check(args, window=window, softcap=softcap, positions=tree_positions(masks, kv_lens),
+          num_splits=3, min_chunk=16)
 
 
 def test_plan_splits_fill_the_gpu():
