@@ -65,6 +65,9 @@ class ReplayedTarget(torch.nn.Module):
     def config(self):
         return self.model.config
 
+    def get_input_embeddings(self):  # the engine checks drafted ids against the vocabulary
+        return self.model.get_input_embeddings()
+
     def forward(self, input_ids, position_ids, lookahead_step, logits_to_keep, **kw):
         out = self.model(input_ids=input_ids, position_ids=position_ids, lookahead_step=lookahead_step,
                          logits_to_keep=logits_to_keep, **kw)
