@@ -116,7 +116,7 @@ class GoodputController:
         elif self.mode == "fixed":
             keep = _top_per_request(prob, depth, owner, sizes, self.fixed_budget)
         else:
-            keep = self._goodput(prob, depth, owner, sizes, int(sum(chain_lens)), int(sum(kv_lens)))
+            keep = self._goodput(prob, depth, owner, sizes, list(chain_lens), int(sum(kv_lens)))
         kept = np.bincount(owner[keep], minlength=len(trees)).astype(np.int32)
         gains = np.bincount(owner[keep], prob[keep], minlength=len(trees))
         q0, kv, r = int(sum(chain_lens)), int(sum(kv_lens)), len(trees)
@@ -125,12 +125,21 @@ class GoodputController:
                                       float(self.cost_model.predict(r, q0, kv)))
         return _subtrees(trees, keep, parents, kept)
 
-    def _goodput(self, prob, depth, owner, sizes, q0: int, kv: int) -> np.ndarray:
-        """bool [N]: the kept nodes of the batch (module docstring for the rule and why it is optimal)."""
+    def _goodput(self, prob, depth, owner, sizes, chain_lens: list[int], kv: int) -> np.ndarray:
+        """bool [N]: the kept nodes of the batch (module docstring for the rule and why it is optimal).
+
+        Prefill chunks in the batch (chains longer than one token) are paid for whatever
+        is drafted, so their cost is sunk: the nodes compete against the goodput of the
+        decoding requests alone. Counting it would make a slow prefill step look like
+        a cheap place to speculate.
+        """
         cand = np.flatnonzero(_top_per_request(prob, depth, owner, sizes, self.max_budget))
         cand = cand[np.argsort(-prob[cand], kind="stable")]  # the heap's pop order: most probable, parents first
-        gain = np.concatenate([[float(len(sizes))], prob[cand]]).cumsum()  # B, then + each node
-        cost = self.cost_model.predict(len(sizes), q0 + np.arange(len(cand) + 1), kv)
+        decoding = sum(1 for c in chain_lens if c == 1)
+        q0, r = int(sum(chain_lens)), len(sizes)
+        sunk = self.cost_model.predict(r, q0, kv) - self.cost_model.predict(r, decoding, kv)
+        gain = np.concatenate([[float(decoding)], prob[cand]]).cumsum()  # B, then + each node
+        cost = self.cost_model.predict(r, q0 + np.arange(len(cand) + 1), kv) - sunk
         goodput = gain / cost
         rises = goodput[1:] > goodput[:-1]
         k = len(cand) if rises.all() else int(np.argmin(rises))  # stop at the first node that does not raise G
