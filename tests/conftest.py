@@ -39,6 +39,15 @@ def tiny_model(arch: str = "llama", seed: int = 0, vocab: int = 97, kv_heads: in
     return model.eval()
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny forwards on a shared 2-core box run faster so."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct, fp32 on the CPU (converted once into the user cache)."""

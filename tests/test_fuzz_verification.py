@@ -30,12 +30,7 @@ FULL = os.environ.get("LOOKAHEAD_FULL_SOAK") == "1"
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny forwards: a second thread only adds overhead
 
 
 @st.composite

@@ -101,12 +101,4 @@ def test_load_bench_smoke_on_a_tiny_model():
     assert extra["capacity"] > 0 and all(extra["steps"].values())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and 2 threads on a shared 2-core box were 10× slower (measured)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny forwards: a second thread only adds overhead

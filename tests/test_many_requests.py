@@ -9,16 +9,7 @@ from lookahead.drafters.mixer import make_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 
 
-def test_thousand_requests_free_every_block():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny forwards: threads only add overhead
-    try:
-        run_thousand()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def run_thousand():
+def test_thousand_requests_free_every_block(one_thread):
     model = tiny_model(seed=7)
     engine = Engine(model, drafter=make_drafter("auto", store=RetrievalStore()),
                     config=EngineConfig(kv_cache_tokens=2048, block_size=8, max_batch_size=32, max_depth=4))

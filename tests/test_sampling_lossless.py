@@ -30,13 +30,7 @@ ALPHA = 1e-3  # a correct acceptor fails a test with this probability (per test,
 V = 6  # vocabulary of the synthetic target
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is as fast, and immune to OpenMP spinning against other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny forwards: a second thread only adds overhead
 
 
 # ---- statistics (no scipy here: the chi-square tail is the regularised upper incomplete gamma) ----

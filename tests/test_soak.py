@@ -28,12 +28,7 @@ VOCAB = 97
 MEMORY_BOUND_MB = 24  # RSS growth allowed from the end of warm-up to the end of the run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny forwards: a second thread only adds overhead
 
 
 def rss_mb() -> float | None:
