@@ -78,15 +78,18 @@ class StepCostModel:
     prior           coefficients before any data (default: DESIGN §4's H100 curve)
     prior_weight    how many steps each prior batch counts as; the prior never decays
     forget          weight kept by old observations per new one (0.999: half-life ~700 steps)
-    max_ratio       an observation above max_ratio × the current prediction is clipped to it:
+    trust_first     the first observations are taken as measured: the prior may be far off
+                    (DESIGN's H100 curve on a CPU is 50× too fast), and clipping against it
+                    would keep the model from ever learning the real per-token cost
+    max_ratio       after that, an observation above max_ratio × the current prediction is clipped to it:
                     one Triton compile or GC pause must not teach the controller that
                     tokens are expensive for the next hundred steps
     """
 
     def __init__(self, prior: CostCoefficients | None = None, prior_weight: float = 0.1, forget: float = 0.999,
-                 max_ratio: float = 4.0):
+                 max_ratio: float = 4.0, trust_first: int = 32):
         self.prior = prior or CostCoefficients()
-        self.forget, self.max_ratio = forget, max_ratio
+        self.forget, self.max_ratio, self.trust_first = forget, max_ratio, trust_first
         x = self.prior.features(*np.array(PRIOR_BATCHES, np.float64).T)  # [P, 5]
         self._prior_h = prior_weight * x.T @ x  # [5, 5]
         self._prior_g = prior_weight * x.T @ (x @ self.prior.vector())  # [5]
@@ -122,7 +125,9 @@ class StepCostModel:
         """Learn from one measured step."""
         if self.frozen:
             return
-        seconds = min(float(seconds), self.max_ratio * self._last_fit.predict(requests, query_tokens, kv_tokens))
+        seconds = float(seconds)
+        if self.observations >= self.trust_first:
+            seconds = min(seconds, self.max_ratio * self._last_fit.predict(requests, query_tokens, kv_tokens))
         x = self.prior.features(requests, query_tokens, kv_tokens)
         self._h *= self.forget
         self._g *= self.forget
