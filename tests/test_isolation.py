@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import tiny_model
 from lookahead.drafters import Drafter, DraftTree, TreeBudget

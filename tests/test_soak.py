@@ -14,7 +14,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import tiny_model
 from lookahead.drafters.mixer import make_drafter
