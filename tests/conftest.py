@@ -1,6 +1,8 @@
 """Shared fixtures: tiny randomly initialised models (no weights needed) and the real SmolLM2."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -37,6 +39,22 @@ def tiny_model(arch: str = "llama", seed: int = 0, vocab: int = 97, kv_heads: in
                 layer.self_attn.q_proj.weight.mul_(8.0)
                 layer.self_attn.k_proj.weight.mul_(8.0)
     return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def plain_case(model_seed: int, prompt_seed: int, n_prompts: int, min_len: int, max_len: int, max_new: int):
+    """(model, prompts, answers): a tiny fp32 Llama, random prompts, their plain greedy outputs; made once."""
+    import numpy as np
+
+    from lookahead.engine import Engine, EngineConfig, SamplingParams
+
+    model = tiny_model(seed=model_seed)
+    g = np.random.default_rng(prompt_seed)
+    vocab = model.config.vocab_size
+    prompts = {f"r{i}": g.integers(3, vocab, int(g.integers(min_len, max_len))).tolist() for i in range(n_prompts)}
+    out = Engine(model, config=EngineConfig(kv_cache_tokens=2048, controller="off")).run(
+        prompts, SamplingParams(max_new_tokens=max_new))
+    return model, prompts, {r: q.output_ids for r, q in out.items()}
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_model
+from conftest import plain_case
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.kernels.tree_attention import tree_attention_reference
@@ -124,19 +124,11 @@ def test_step_inputs_and_reference_attention_match_brute_force(slices, group, bl
 
 # ---- the engine with fuzzed trees -------------------------------------------------------------------
 VOCAB = 97
-MODEL = {}
 
 
 def model_and_answers():
     """A tiny fp32 Llama, fixed prompts and their plain greedy outputs (computed once)."""
-    if not MODEL:
-        model = tiny_model(seed=7)
-        g = np.random.default_rng(8)
-        prompts = {f"r{i}": g.integers(3, VOCAB, int(g.integers(2, 40))).tolist() for i in range(4)}
-        plain = Engine(model, config=EngineConfig(kv_cache_tokens=2048, controller="off"))
-        out = plain.run(prompts, SamplingParams(max_new_tokens=20))
-        MODEL.update(model=model, prompts=prompts, answers={r: q.output_ids for r, q in out.items()})
-    return MODEL["model"], MODEL["prompts"], MODEL["answers"]
+    return plain_case(model_seed=7, prompt_seed=8, n_prompts=4, min_len=2, max_len=40, max_new=20)
 
 
 class FuzzDrafter(Drafter):

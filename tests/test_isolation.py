@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import tiny_model
+from conftest import plain_case
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 
@@ -21,18 +21,8 @@ BAD = "r2"
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny forwards: a second thread only adds overhead
 
 
-STATE = {}
-
-
 def setup():
-    if not STATE:
-        model = tiny_model(seed=21)
-        g = np.random.default_rng(22)
-        prompts = {f"r{i}": g.integers(3, VOCAB, int(g.integers(3, 30))).tolist() for i in range(5)}
-        plain = Engine(model, config=EngineConfig(kv_cache_tokens=2048, controller="off"))
-        out = plain.run(prompts, SamplingParams(max_new_tokens=16))
-        STATE.update(model=model, prompts=prompts, answers={r: q.output_ids for r, q in out.items()})
-    return STATE["model"], STATE["prompts"], STATE["answers"]
+    return plain_case(model_seed=21, prompt_seed=22, n_prompts=5, min_len=3, max_len=30, max_new=16)
 
 
 class FaultyDrafter(Drafter):
