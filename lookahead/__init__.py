@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-__all__ = ["Lookahead", "Result", "EngineConfig", "SamplingParams"]
+__all__ = ["Lookahead", "Result", "EngineConfig", "SamplingParams", "Fleet"]
 
 
 def __getattr__(name):
@@ -15,6 +15,10 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "Fleet":  # needs the optional Ray extra only once it starts
+        from .fleet import Fleet
+
+        return Fleet
     if name in ("EngineConfig", "SamplingParams"):
         from . import engine
 

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from lookahead.drafters.mixer import make_drafter
+
 from .engine import Engine, EngineConfig, Request, RequestError, SamplingParams
 from .requests_io import RequestSpec, encode_prompt
 
@@ -47,11 +49,13 @@ class Lookahead:
 
     model: None (the bundled SmolLM2), a model folder or .gguf path, or a transformers
     model already loaded (then pass its `tokenizer` too).
+    store: a retrieval datastore built elsewhere (a Ray worker's shared one); it
+        replaces the one `corpus` and `documents` would build.
     """
 
     def __init__(self, model=None, tokenizer=None, *, drafter: str = "auto", dtype: str = "float32",
                  device: str = "auto", config: EngineConfig | None = None, corpus: list[str] | None = None,
-                 task: str | None = None, documents: list[str] | None = None):
+                 task: str | None = None, documents: list[str] | None = None, store=None):
         from .models import load_model
 
         if model is None or isinstance(model, str):
@@ -66,12 +70,23 @@ class Lookahead:
             model.set_attn_implementation(ATTENTION_NAME)
             self.model, self.tokenizer, self.model_name = model.eval(), tokenizer, type(model).__name__
         self.drafter_name = drafter
-        self.drafter = build_drafter(drafter, self.tokenizer, corpus, task, documents)
+        self.drafter = (build_drafter(drafter, self.tokenizer, corpus, task, documents) if store is None
+                        else make_drafter(drafter, store=store, task=task))
         self.engine = Engine(self.model, self.tokenizer, self.drafter, config or EngineConfig())
 
     def stream(self, prompts: Iterable, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int = 0) -> Iterator[Result]:
-        """Yield each request's Result as it finishes (continuous batching)."""
+               seed: int = 0, speculate: bool = True) -> Iterator[Result]:
+        """Yield each request's Result as it finishes (continuous batching).
+
+        speculate=False decodes plainly (no drafter), the baseline of a measured speedup.
+        """
+        if not speculate:
+            drafter, self.engine.drafter = self.engine.drafter, None  # the engine drafts nothing without one
+            try:
+                yield from self.stream(prompts, max_new_tokens, temperature, top_p, seed)
+            finally:
+                self.engine.drafter = drafter
+            return
         specs = [as_spec(p, i) for i, p in enumerate(prompts)]
         for spec in specs:
             params = SamplingParams(spec.max_new_tokens or max_new_tokens,
@@ -81,7 +96,7 @@ class Lookahead:
             try:
                 self.engine.add(spec.id, encode_prompt(self.tokenizer, spec), params, source_ids=source)
             except RequestError as e:
-                yield self._failed(spec.id, str(e))
+                yield failed_result(spec.id, str(e))
         while self.engine.has_work():
             for req in self.engine.step():
                 yield self._result(req)
@@ -91,6 +106,16 @@ class Lookahead:
         prompts = list(prompts)
         by_id = {r.id: r for r in self.stream(prompts, **kw)}
         return [by_id[as_spec(p, i).id] for i, p in enumerate(prompts)]
+
+    @property
+    def device(self) -> str:
+        return str(self.engine.device)
+
+    def estimated_speedup(self, results: list[Result]) -> float | None:
+        """Plain over speculative decoding time of these results, by the engine's fitted step cost model."""
+        from .report import estimated_speedup
+
+        return estimated_speedup(results, self.engine.controller.cost_model)
 
     def _result(self, req: Request) -> Result:
         out = req.output_ids
@@ -102,9 +127,11 @@ class Lookahead:
             drafted=req.drafted, accepted=req.accepted, finish_reason=reason, error=req.error, prompt_ids=req.prompt_ids,
         )
 
-    @staticmethod
-    def _failed(rid: str, error: str) -> Result:
-        return Result(rid, "", [], 0, 0, 0, 0.0, 0.0, 0, 0, "error", error)
+
+
+def failed_result(rid: str, error: str) -> Result:
+    """The Result of a request that never ran."""
+    return Result(rid, "", [], 0, 0, 0, 0.0, 0.0, 0, 0, "error", error)
 
 
 def as_spec(prompt, index: int) -> RequestSpec:
@@ -123,18 +150,19 @@ def as_spec(prompt, index: int) -> RequestSpec:
 def build_drafter(name: str, tokenizer, corpus: list[str] | None, task: str | None,
                   documents: list[str] | None = None):
     """The named drafter; its retrieval datastore holds the corpus files and the RAG documents."""
-    from lookahead.drafters.mixer import make_drafter
+    return make_drafter(name, store=build_store(name, tokenizer, corpus, documents), task=task)
+
+
+def build_store(name: str, tokenizer, corpus: list[str] | None, documents: list[str] | None = None):
+    """The retrieval datastore of drafter `name`: corpus files + documents, None if it drafts from none."""
+    from lookahead.drafters import RetrievalStore
 
     store = None
     tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     if corpus:
-        from lookahead.drafters import RetrievalStore
-
         store = RetrievalStore.from_files(corpus, tokenize)
     elif name in ("retrieval", "auto"):
-        from lookahead.drafters import RetrievalStore
-
         store = RetrievalStore()  # past outputs of this run only
     if store is not None and documents:
         store.extend(tokenize(d) for d in documents)
-    return make_drafter(name, store=store, task=task)
+    return store

@@ -79,6 +79,12 @@ def run(
                                                      "`lookahead replay`."),
     as_json: bool = typer.Option(False, "--json", show_default="off",
                                  help="Print the summary as one JSON object on the last line."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", metavar="ADDRESS", show_default="off: one process",
+        help="Share the requests over a Ray cluster: local (start one here), auto (join this machine's) or "
+             "host:port. Needs 'lookahead\\[ray]' and the model on every node."),
+    workers: Optional[int] = typer.Option(None, show_default="one per GPU, or one per 2 CPU cores",
+                                          help="Engines to start on the Ray cluster (with --ray)."),
 ) -> None:
     """Generate for every request and report tokens per target forward (τ), tokens/s and speedup."""
     if (input is None) == (workload is None):
@@ -98,6 +104,8 @@ def run(
             fail(f"{name} must be in [{lo}, {hi}], got {value}")
     if limit is not None and limit <= 0:
         fail(f"--limit must be > 0, got {limit}")
+    if workers is not None and (ray is None or workers <= 0):
+        fail("--workers needs --ray ADDRESS" if ray is None else f"--workers must be > 0, got {workers}")
     if temperature < 0 or not 0 < top_p <= 1:
         fail("--temperature must be >= 0 and --top-p in (0, 1]")
     if resume and output is None:
@@ -114,7 +122,7 @@ def run(
                       device=device, max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size,
                       controller=controller, limit=limit, corpus=[str(c) for c in corpus],
                       trace_output=trace_output, resume=resume, on_error=on_error, compare_plain=compare_plain,
-                      as_json=as_json)
+                      as_json=as_json, ray=ray, workers=workers)
     try:
         summary = run_requests(opts)
     except ValueError as e:  # every user-facing error type is a ValueError with a one-line message
@@ -182,12 +190,9 @@ def replay(
 
 def _tokenizer(model: Optional[str]):
     """text -> ids with the model's tokenizer (no special tokens), as `lookahead run --corpus` encodes."""
-    import transformers
+    from .models import load_tokenizer
 
-    from .models import convert_gguf, resolve_model_path
-
-    path = resolve_model_path(model)
-    tok = transformers.AutoTokenizer.from_pretrained(convert_gguf(path) if path.suffix == ".gguf" else path)
+    tok = load_tokenizer(model)
     return lambda text: tok(text, add_special_tokens=False)["input_ids"]
 
 

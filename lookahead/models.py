@@ -95,12 +95,35 @@ def convert_gguf(gguf: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".tmp")
+    # Per-process temporary: the workers of a Ray node may convert at the same time.
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.rename(out)  # atomic: a killed conversion never leaves a half folder behind
+    try:
+        tmp.rename(out)  # atomic: a killed conversion never leaves a half folder behind
+    except OSError:
+        if not (out / "config.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
     return out
+
+
+def model_folder(model: str | None) -> Path:
+    """The transformers folder of `model` (a GGUF converted first)."""
+    path = resolve_model_path(model)
+    return convert_gguf(path) if path.suffix == ".gguf" else path
+
+
+def load_tokenizer(model: str | None):
+    """The tokenizer alone, for work that needs no weights (a datastore, a corpus)."""
+    import transformers
+
+    folder = model_folder(model)
+    try:
+        return transformers.AutoTokenizer.from_pretrained(folder)
+    except Exception as e:
+        raise ModelError(f"cannot load the tokenizer in {folder}: {str(e).splitlines()[0]}") from None
 
 
 def pick_device(device: str) -> str:
@@ -125,8 +148,7 @@ def load_model(model: str | None = None, dtype: str = "float32", device: str = "
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ModelError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
     device = pick_device(device)
-    path = resolve_model_path(model)
-    folder = convert_gguf(path) if path.suffix == ".gguf" else path
+    folder = model_folder(model)
     try:
         config = transformers.AutoConfig.from_pretrained(folder)
     except Exception as e:

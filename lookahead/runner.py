@@ -44,6 +44,8 @@ class RunOptions:
     on_error: str = "skip"  # skip: record a bad line or failed request and go on; fail: stop at the first
     compare_plain: bool = False
     as_json: bool = False
+    ray: str | None = None  # a Ray cluster to share the requests over: "local", "auto" or an address
+    workers: int | None = None  # engines on that cluster (None: one per GPU, or per 2 CPU cores)
 
 
 class RunError(ValueError):
@@ -77,6 +79,11 @@ def run_requests(opts: RunOptions) -> dict:
     from .documents import read_document_files
     from .tasks import infer_task
 
+    if opts.ray is not None:  # a missing extra or a dead address is said before anything loads
+        from .cluster import check_address, import_ray
+
+        import_ray()
+        check_address(opts.ray)
     read_documents(opts.corpus)  # a bad corpus file fails now, not after a long model load
     documents = read_document_files(opts.documents)
     task = infer_task(opts.task, opts.workload, documents)
@@ -85,21 +92,29 @@ def run_requests(opts: RunOptions) -> dict:
     # torch and transformers only once the input is known to be good
     from transformers.utils import logging as hf_logging
 
-    from .api import Lookahead
     from .engine import EngineConfig
-    from .report import print_summary, summarize
-    from .requests_io import result_line
-    from .results_file import ResultsFile
 
     console = Console(stderr=True)
     # The datastore also gets each request's own documents: a request may draft from another's.
     store_docs = list(dict.fromkeys(documents + [d for ln in lines if ln.spec for d in ln.spec.documents]))
     hf_logging.disable_progress_bar()  # our own status line says what loads; an error stays one line
-    with console.status("loading model"):
-        lm = Lookahead(opts.model, drafter=opts.drafter, dtype=opts.dtype, device=opts.device, corpus=opts.corpus,
-                       task=task, documents=store_docs,
-                       config=EngineConfig(max_nodes=opts.max_nodes, max_depth=opts.max_depth,
-                                           max_batch_size=opts.max_batch_size, controller=opts.controller))
+    config = EngineConfig(max_nodes=opts.max_nodes, max_depth=opts.max_depth, max_batch_size=opts.max_batch_size,
+                          controller=opts.controller)
+    with console.status("loading model" if opts.ray is None else "starting the Ray workers"):
+        lm = open_engine(opts, config, task, store_docs)
+    try:
+        return decode_requests(opts, lm, lines, task, console)
+    finally:
+        if opts.ray is not None:
+            lm.close()
+
+
+def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, console: Console) -> dict:
+    """Decode the lines not yet in the output (--resume), writing each result as it finishes; the summary."""
+    from .report import print_summary, summarize
+    from .requests_io import result_line
+    from .results_file import ResultsFile
+
     out = ResultsFile(opts.output, opts.resume) if opts.output else None
     done = out.done if out is not None else set()
     trace = ResultsFile(opts.trace_output, opts.resume, keep=done) if opts.trace_output else None
@@ -135,30 +150,41 @@ def run_requests(opts: RunOptions) -> dict:
                 tokens = sum(r.output_tokens for r in results)
                 progress.update(bar, advance=1, rate=f"{tokens / (time.perf_counter() - start):.1f} tok/s")
             seconds = time.perf_counter() - start
+        summary = summarize(results, failed, seconds, lm, opts.drafter, opts.dtype, plain, plain_seconds)
+        if opts.ray is not None:
+            summary["fleet"] = lm.summary()
     finally:
         for f in (out, trace):
             if f is not None:
                 f.close()
-    summary = summarize(results, failed, seconds, lm, opts.drafter, opts.dtype, plain, plain_seconds)
     summary["task"], summary["resumed"] = task, len(lines) - len(todo)
     if not opts.as_json:
         print_summary(console, summary, results if opts.output is None else [])
     return summary
 
 
+def open_engine(opts: RunOptions, config, task: str, documents: list[str]):
+    """A `Lookahead` in this process, or a `Fleet` of them on the Ray cluster of --ray."""
+    kw = dict(drafter=opts.drafter, dtype=opts.dtype, device=opts.device, config=config, corpus=opts.corpus,
+              task=task, documents=documents)
+    if opts.ray is None:
+        from .api import Lookahead
+
+        return Lookahead(opts.model, **kw)
+    from .fleet import Fleet
+
+    return Fleet(opts.model, address=opts.ray, workers=opts.workers, **kw)
+
+
 def decode_plain(lm, specs: list, sampling: dict, progress: Progress):
     """The same requests with no drafter, for --compare-plain: (results, seconds)."""
     bar = progress.add_task("plain decoding", total=len(specs), rate="")
-    drafter, lm.engine.drafter = lm.engine.drafter, None  # the engine drafts nothing without one
-    try:
-        start = time.perf_counter()
-        results = []
-        for res in lm.stream(specs, **sampling):
-            results.append(res)
-            progress.advance(bar)
-        return results, time.perf_counter() - start
-    finally:
-        lm.engine.drafter = drafter
+    start = time.perf_counter()
+    results = []
+    for res in lm.stream(specs, speculate=False, **sampling):
+        results.append(res)
+        progress.advance(bar)
+    return results, time.perf_counter() - start
 
 
 def invalid_id(line: InputLine) -> str:
