@@ -23,6 +23,12 @@ from .api import Result
 
 def estimated_speedup(results: list[Result], cost_model) -> float | None:
     """Predicted plain-decoding time over predicted speculative time for these requests."""
+    plain, spec = estimated_times(results, cost_model)
+    return plain / spec if spec else None
+
+
+def estimated_times(results: list[Result], cost_model) -> tuple[float, float]:
+    """Seconds the cost model predicts for these requests decoded plainly and as they were."""
     plain = spec = 0.0
     for r in results:
         if r.error is not None or r.target_forwards == 0:
@@ -30,7 +36,7 @@ def estimated_speedup(results: list[Result], cost_model) -> float | None:
         kv = r.prompt_tokens + r.output_tokens / 2  # the mean context: step cost is linear in it
         plain += r.output_tokens * cost_model.predict(1, 1, kv)
         spec += r.target_forwards * cost_model.predict(1, 1 + r.drafted / r.target_forwards, kv)
-    return plain / spec if spec else None
+    return plain, spec
 
 
 def summarize(results: list[Result], failed: int, seconds: float, lm, drafter: str, dtype: str,
@@ -40,14 +46,16 @@ def summarize(results: list[Result], failed: int, seconds: float, lm, drafter: s
     forwards = sum(r.target_forwards for r in ok)
     lat = sorted(r.latency_s for r in ok)
     s = {
-        "model": lm.model_name, "drafter": drafter, "device": str(lm.engine.device), "dtype": dtype,
+        "model": lm.model_name, "drafter": drafter, "device": lm.device, "dtype": dtype,
         "requests": len(ok), "failed": failed, "output_tokens": tokens, "target_forwards": forwards,
         "tau": tokens / max(1, forwards), "tokens_per_s": tokens / max(seconds, 1e-9), "wall_s": seconds,
         "latency_p50_s": lat[len(lat) // 2] if lat else 0.0,
         "latency_p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else 0.0,
-        "speedup_est": estimated_speedup(ok, lm.engine.controller.cost_model),
+        "speedup_est": lm.estimated_speedup(ok),
         "plain_wall_s": None, "plain_tokens_per_s": None, "speedup_measured": None,
         "outputs_identical": None, "outputs_compared": None,
+        # steps redone smaller after running out of GPU memory; None where nothing counts them
+        "oom_retries": getattr(getattr(lm, "engine", lm), "oom_retries", None),
     }
     if plain is not None:
         by_id = {r.id: r for r in plain if r.error is None}
@@ -73,9 +81,16 @@ def print_summary(console: Console, s: dict, shown: list[Result]) -> None:
             ("τ (tokens per target forward)", f"{s['tau']:.2f}"), ("tokens/s", f"{s['tokens_per_s']:.1f}"),
             ("wall s", f"{s['wall_s']:.1f}"),
             ("speedup over plain decoding (estimated)", "–" if est is None else f"{est:.2f}×")]
+    if s.get("oom_retries"):  # a row only when memory ran out: it is a warning, not a figure of every run
+        rows.append(("out-of-memory retries (step redone smaller)", str(s["oom_retries"])))
     if s["speedup_measured"] is not None:
         rows += [("speedup over plain decoding (measured)", f"{s['speedup_measured']:.2f}×"),
                  ("outputs identical to plain decoding", f"{s['outputs_identical']}/{s['outputs_compared']}")]
+    if "fleet" in s:
+        f = s["fleet"]
+        rows += [("Ray workers (deaths, requests requeued)",
+                  f"{f['workers']} ({f['worker_deaths']}, {f['requests_requeued']})"),
+                 ("fleet outputs shared (object-store chunks)", str(f["fleet_chunks"]))]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
