@@ -3,12 +3,16 @@
 Plain decoding is the same loop with empty trees. Requests join and leave between
 steps; all their new tokens go through the target in one flattened forward.
 
+Running out of GPU memory retries the step with less (`MemoryBackoff`): smaller trees, then
+fewer requests; a request fails alone only when it does not fit even by itself, undrafted.
+
 >>> from lookahead.engine import Engine, EngineConfig
 >>> # engine = Engine(model, tokenizer, drafter=PromptLookupDrafter(), config=EngineConfig())
 >>> # engine.add("r1", prompt_ids); while engine.has_work(): finished = engine.step()
 """
 from __future__ import annotations
 
+import gc
 import time
 import zlib
 from collections import deque
@@ -90,6 +94,48 @@ class StepStats:
     kv_tokens: int
     draft_nodes: int
     seconds: float
+    oom_retries: int = 0  # attempts of this step that ran out of GPU memory before this one fit
+
+
+@dataclass
+class MemoryBackoff:
+    """How much one step may verify after running out of GPU memory, and how that grows back.
+
+    An out-of-memory step is retried smaller: first the draft nodes per request are halved
+    (from the largest tree in the step), down to none (plain decoding); then the batch is
+    halved (the requests left out go first next step). The limit that fitted is kept, so a
+    load that does not fit is not paid for with a failed forward every step: after
+    `grow_after` successful steps in a row the limit doubles, batch first, then nodes. A
+    load that never fits thus costs one failed forward per `grow_after` steps (about 6 %).
+    """
+
+    max_nodes: int  # the configured limits, which the backoff grows back to
+    max_batch: int
+    grow_after: int = 16
+    nodes: int = field(init=False)  # draft nodes per request at most, now
+    batch: int = field(init=False)  # requests per forward at most, now
+    streak: int = field(init=False, default=0)  # successful steps since the limit last changed
+
+    def __post_init__(self):
+        self.nodes, self.batch = self.max_nodes, self.max_batch
+
+    def shrink(self, largest_tree: int, batch: int) -> None:
+        """After an OOM of a step with this largest tree and batch size."""
+        if largest_tree:
+            self.nodes = largest_tree // 2
+        else:
+            self.batch = max(1, batch // 2)
+        self.streak = 0
+
+    def succeeded(self) -> None:
+        self.streak += 1
+        if self.streak < self.grow_after:
+            return
+        self.streak = 0
+        if self.batch < self.max_batch:
+            self.batch = min(self.max_batch, 2 * self.batch)
+        elif self.nodes < self.max_nodes:
+            self.nodes = min(self.max_nodes, max(1, 2 * self.nodes))
 
 
 class Engine:
@@ -120,6 +166,8 @@ class Engine:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.step_log: list[StepStats] = []
+        self.memory = MemoryBackoff(self.config.max_nodes, self.config.max_batch_size)
+        self.oom_retries = 0  # step attempts that ran out of GPU memory, over the engine's life
 
     # ---- request lifecycle ----------------------------------------------------------------------
     def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None,
@@ -176,6 +224,8 @@ class Engine:
         """Run one request's stage; an exception fails that request alone."""
         try:
             return fn()
+        except torch.OutOfMemoryError:
+            raise  # memory is the whole step's problem, not this request's: the step retries smaller
         except Exception as e:  # isolation: the batch goes on without it
             req.error = f"{type(e).__name__}: {e}"
             return None
@@ -184,31 +234,81 @@ class Engine:
     def step(self) -> list[Request]:
         """Advance every running request by one target pass; returns the requests that finished."""
         self._admit()
-        batch = [r for r in self.running if r.error is None]
+        ready = [r for r in self.running if r.error is None]
         finished = [r for r in self.running if r.error is not None]
+        batch = ready[: self.memory.batch]
         if batch:
             trees = [self._propose(r) for r in batch]
             chains = [self._chain(r) for r in batch]
             trees = self.controller.select(trees, [len(c) for c in chains], [r.kv_len for r in batch])
-            slices = [RequestSlice(c, r.kv_len, t) for r, c, t in zip(batch, chains, trees)]
-            start = self.clock()
-            logits, scratch_k, scratch_v, inputs = self._verify(batch, slices)
-            results = self._accept(batch, slices, logits, inputs)  # its .cpu() waits for the forward
-            stats = StepStats(len(batch), int(inputs.input_ids.numel()), int(inputs.kv_lens.sum()),
-                              sum(len(s.tree) for s in slices), self.clock() - start)
-            self.controller.cost_model.observe(stats.requests, stats.query_tokens, stats.kv_tokens, stats.seconds)
-            self.step_log.append(stats)
-            self._commit(batch, slices, results, inputs, scratch_k, scratch_v)
+            batch, slices, results = self._verify_within_memory(batch, chains, trees)
             self._update(batch, slices, results)
             finished += [r for r in batch if r.error is not None or self._complete(r)]
+            if len(batch) < len(ready):  # a memory-limited batch: who waited goes first next step
+                verified = {id(r) for r in batch}
+                self.running.sort(key=lambda r: id(r) in verified)
         for r in finished:
             self._finish(r)
         self.running = [r for r in self.running if not r.done]
         return finished
 
+    def _verify_within_memory(self, batch, chains, trees):
+        """Verify, accept and commit, retried with less each time the GPU runs out of memory.
+
+        An attempt leaves no trace: the forward writes only its scratch buffers, and commit
+        writes only cache slots past each request's kv_len, which no attention reads until
+        `_update` moves kv_len. So a retry starts clean, prefill chunks included, and gives
+        the same greedy tokens (sampled ones from the same distribution: a failed attempt's
+        draws are just discarded). Returns the requests verified (a prefix of `batch`; a
+        request that fits in no way is among them with its error set), their slices and results.
+        """
+        retries = 0
+        while True:
+            slices = [RequestSlice(c, r.kv_len, t) for r, c, t in zip(batch, chains, trees)]
+            try:
+                results, stats = self._attempt(batch, slices)
+                break
+            except torch.OutOfMemoryError:
+                pass  # out of the except block first: its traceback holds the attempt's tensors
+            self._free_memory()
+            retries += 1
+            self.oom_retries += 1
+            largest = max(len(t) for t in trees)
+            if largest == 0 and len(batch) == 1:
+                req = batch[0]
+                req.error = (f"request {req.id}: out of GPU memory even with no draft tree and batch 1 "
+                             f"({len(chains[0])} new tokens on {req.kv_len} cached)")
+                return batch, slices, [None]
+            self.memory.shrink(largest, len(batch))
+            budget = TreeBudget(self.memory.nodes, self.config.max_depth)
+            keep = self.memory.batch  # the rest of the batch waits for the next step
+            batch, chains, trees = batch[:keep], chains[:keep], [t.prune(budget) for t in trees[:keep]]
+        stats.oom_retries = retries
+        self.controller.cost_model.observe(stats.requests, stats.query_tokens, stats.kv_tokens, stats.seconds)
+        self.step_log.append(stats)
+        self.memory.succeeded()
+        return batch, slices, results
+
+    def _attempt(self, batch, slices) -> tuple[list[Acceptance | None], StepStats]:
+        """One try at verify → accept → commit; the stats time the forward and acceptance only."""
+        start = self.clock()
+        logits, scratch_k, scratch_v, inputs = self._verify(batch, slices)
+        results = self._accept(batch, slices, logits, inputs)  # its .cpu() waits for the forward
+        stats = StepStats(len(batch), int(inputs.input_ids.numel()), int(inputs.kv_lens.sum()),
+                          sum(len(s.tree) for s in slices), self.clock() - start)
+        self._commit(batch, slices, results, inputs, scratch_k, scratch_v)
+        return results, stats
+
+    def _free_memory(self) -> None:
+        """Hand a failed attempt's scratch and activations back before the retry allocates anew."""
+        gc.collect()  # frames of the failed forward may sit in reference cycles
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def _budget(self, req: Request) -> TreeBudget:
         left = req.params.max_new_tokens - len(req.output_ids)
-        return TreeBudget(self.config.max_nodes, max(0, min(self.config.max_depth, left - 1)))
+        nodes = min(self.config.max_nodes, self.memory.nodes)  # what fitted in memory lately
+        return TreeBudget(nodes, max(0, min(self.config.max_depth, left - 1)))
 
     def _propose(self, req: Request) -> DraftTree:
         prefilling = len(req.tokens) - req.kv_len > 1
