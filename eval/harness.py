@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import datetime
 import importlib
+import importlib.util
 import io
 import platform
 import sys
@@ -31,6 +32,7 @@ class Bench:
     quick: list[str]  # argv in --quick mode
     full: list[str]  # argv in full mode
     needs_gpu: bool = False
+    needs_module: str | None = None  # an optional extra's module ("ray"): skipped, with a note, without it
 
 
 def benches(out: Path) -> list[Bench]:
@@ -55,6 +57,9 @@ def benches(out: Path) -> list[Bench]:
         Bench("load-simulated", "simulator",
               ["--traces", gec, rag, "--requests", "40", "--out-dir", str(out)],
               ["--traces", gec, rag, "--out-dir", str(out)]),
+        Bench("fleet", "bench_fleet",
+              ["--limit", "4", "--max-new-tokens", "24", "--json", str(out / "fleet.json")],
+              ["--limit", "16", "--max-new-tokens", "64", "--json", str(out / "fleet.json")], needs_module="ray"),
         Bench("kernel", "bench_kernel", ["--batch", "1", "8", "--tree", "1", "64", "--context", "1024", "4096"],
               ["--json", str(out / "kernel.json")], needs_gpu=True),
     ]
@@ -93,6 +98,10 @@ def main(argv=None) -> None:
         command = f"python -m lookahead.eval.{bench.module} {' '.join(argv_b)}"
         if bench.needs_gpu and not gpu:
             index += [f"## {bench.name}", "", f"Skipped: needs a CUDA GPU (`{command}`).", ""]
+            continue
+        if bench.needs_module and importlib.util.find_spec(bench.needs_module) is None:
+            index += [f"## {bench.name}", "", f"Skipped: needs `pip install 'lookahead[{bench.needs_module}]'` "
+                      f"(`{command}`).", ""]
             continue
         print(f"running {bench.name}: {command}", file=sys.stderr, flush=True)
         text, seconds = run_bench(bench, argv_b)

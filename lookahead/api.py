@@ -111,6 +111,11 @@ class Lookahead:
     def device(self) -> str:
         return str(self.engine.device)
 
+    @property
+    def oom_retries(self) -> int:
+        """Steps redone smaller after running out of GPU memory."""
+        return self.engine.oom_retries
+
     def estimated_speedup(self, results: list[Result]) -> float | None:
         """Plain over speculative decoding time of these results, by the engine's fitted step cost model."""
         from .report import estimated_speedup

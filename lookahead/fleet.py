@@ -60,8 +60,9 @@ class Fleet:
         the cluster this machine belongs to, anything else is a cluster address
         ("host:port", "ray://host:10001"). Every node needs lookahead and the model.
     workers: engines to start; default one per GPU, or one per 2 CPU cores.
-    shard_size: requests per hand-out; default 2 × the batch size, so that a worker
-        batches continuously and the fleet's history reaches it often.
+    shard_size: most requests per hand-out (and never more than a fair share of the
+        queue); default 2 × the batch size, so that a worker batches continuously
+        and the fleet's history reaches it often.
     max_attempts: a request whose worker died this many times fails (a request that
         kills every worker it meets must not take the fleet down).
     The other arguments are `Lookahead`'s.
@@ -170,7 +171,9 @@ class Fleet:
         while queue or running:
             while idle and queue:
                 worker = idle.pop()
-                shard = [queue.popleft() for _ in range(min(self.shard_size, len(queue)))]
+                # No more than a fair share of what is left: every worker busy until the queue runs dry.
+                fair = -(-len(queue) // len(self._workers))
+                shard = [queue.popleft() for _ in range(min(self.shard_size, fair))]
                 gen = worker.handle.serve.options(num_returns="streaming").remote(
                     [spec for spec, _ in shard], sampling, self._unseen_chunks(worker), speculate)
                 running[gen] = _Shard(worker, {spec.id: (spec, n) for spec, n in shard})
@@ -252,6 +255,11 @@ class Fleet:
     @property
     def device(self) -> str:
         return f"Ray {len(self._workers)}× {self._resources['device']}"
+
+    @property
+    def oom_retries(self) -> int:
+        """The live workers' steps redone smaller after running out of GPU memory."""
+        return sum(s["oom_retries"] for s in self.worker_stats())
 
     def estimated_speedup(self, results: list[Result]) -> float | None:
         """Plain over speculative time, by each worker's cost model over the requests it served."""

@@ -55,7 +55,7 @@ def summarize(results: list[Result], failed: int, seconds: float, lm, drafter: s
         "plain_wall_s": None, "plain_tokens_per_s": None, "speedup_measured": None,
         "outputs_identical": None, "outputs_compared": None,
         # steps redone smaller after running out of GPU memory; None where nothing counts them
-        "oom_retries": getattr(getattr(lm, "engine", lm), "oom_retries", None),
+        "oom_retries": lm.oom_retries,
     }
     if plain is not None:
         by_id = {r.id: r for r in plain if r.error is None}

@@ -9,7 +9,6 @@ every KV block must come back.
 """
 from __future__ import annotations
 
-import types
 import weakref
 
 import pytest
@@ -196,10 +195,11 @@ def test_oom_halfway_through_commit_leaves_the_cache_clean():
     assert engine.oom_retries > 0
 
 
-def test_summary_reports_oom_retries():
-    model, _, _ = setup()
-    engine = Engine(model, config=EngineConfig(kv_cache_tokens=2048))
-    lm = types.SimpleNamespace(model_name="tiny", engine=engine, device="cpu", estimated_speedup=lambda results: None)
+def test_summary_reports_oom_retries(tiny_model_dir):
+    from lookahead import Lookahead
+
+    lm = Lookahead(str(tiny_model_dir), drafter="none")
+    engine = lm.engine
     console = Console(record=True, width=100)
 
     print_summary(console, summarize([], 0, 1.0, lm, "none", "float32"), [])
