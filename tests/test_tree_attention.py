@@ -1,7 +1,7 @@
 """The Triton tree-attention kernel against the plain-PyTorch reference.
 
-Without CUDA the kernel runs on the CPU under TRITON_INTERPRET=1 (set below, before the
-kernel module is imported; Triton reads it when it decorates the kernels), in fp32/fp16:
+Without CUDA the kernel runs on the CPU under TRITON_INTERPRET=1 (set in conftest.py, before
+any kernel module is imported; Triton reads it when it decorates the kernels), in fp32/fp16:
 small shapes. With CUDA the same tests run the compiled kernel, and the `gpu` tests add
 real 8B-style sizes in bf16.
 
@@ -13,24 +13,18 @@ Tolerances (atol = rtol):
 """
 from __future__ import annotations
 
-import os
-
+import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from lookahead.drafters import DraftTree  # noqa: E402
-from lookahead.kernels import tree_attention as ta  # noqa: E402
-from lookahead.kernels import tree_attention_triton as tt  # noqa: E402
-from lookahead.kernels.tree_attention import pack_mask, tree_attention_reference  # noqa: E402
-from lookahead.kernels.tree_attention_triton import plan_launch, tree_attention_triton  # noqa: E402
+from lookahead.drafters import DraftTree
+from lookahead.kernels import tree_attention as ta
+from lookahead.kernels import tree_attention_triton as tt
+from lookahead.kernels.tree_attention import pack_mask, tree_attention_reference
+from lookahead.kernels.tree_attention_triton import plan_launch, tree_attention_triton
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
