@@ -1,12 +1,14 @@
 """End to end, side by side in one process: Hugging Face greedy and prompt lookup against our engine.
 
 Every system decodes the same requests one at a time (Hugging Face prompt lookup
-refuses batches), greedy, on the same model object:
+refuses batches), greedy, on the same model object, the systems interleaved request by
+request so that the machine's drift favours none:
 
   hf-greedy   model.generate(do_sample=False)
   hf-pld      model.generate(prompt_lookup_num_tokens=10)   (τ from counted forwards)
   plain       our engine, no drafter
-  <drafter>   our engine with that drafter and controller (e.g. auto/goodput, prompt-lookup/fixed)
+  <drafter>   our engine with that drafter and controller (e.g. auto/goodput, prompt-lookup/fixed),
+              built as `lookahead run --workload` builds it (task, sources, documents)
 
 Reports τ (output tokens per target forward), tokens/s, speedup over hf-greedy and over
 our plain decoding, and the fraction of outputs identical to our plain greedy output.
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lookahead.drafters.mixer import make_drafter
+from lookahead.api import build_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.eval.workloads import load_workload
 from lookahead.models import load_model
@@ -67,46 +69,67 @@ def hf_generate(model, ids: list[int], n: int, pld: bool) -> tuple[list[int], in
     return out[0, len(ids):].tolist(), counter.calls
 
 
-def run_engine(model, tokenizer, prompts, n, drafter_name, controller, max_nodes, max_depth):
-    drafter = None if drafter_name == "none" else make_drafter(drafter_name, task=None)
-    config = EngineConfig(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=1, controller=controller,
-                          kv_cache_tokens=max(len(p) for p in prompts.values()) + n + max_depth + 64)
-    outputs, forwards = {}, 0
-    for rid, ids in prompts.items():  # one at a time, like the Hugging Face rows
-        engine = Engine(model, tokenizer, drafter, config)
-        req = engine.run({rid: ids}, SamplingParams(max_new_tokens=n))[rid]
-        outputs[rid], forwards = req.output_ids, forwards + req.forwards
-    return outputs, forwards
+def run_engine(engine: Engine, rid: str, ids, source, n) -> tuple[list[int], int]:
+    """One request through the system's engine, alone in it: its output and forwards."""
+    req = engine.add(rid, ids, SamplingParams(max_new_tokens=n), source_ids=source)
+    while engine.has_work():
+        engine.step()
+    return req.output_ids, req.forwards
+
+
+def run_system(system: str, model, rid: str, case: tuple, n, engines: dict) -> tuple[list[int], int]:
+    ids, source = case
+    if system.startswith("hf-"):
+        model.set_attn_implementation("sdpa")
+        try:
+            return hf_generate(model, ids, n, system == "hf-pld")
+        finally:
+            model.set_attn_implementation("lookahead")
+    return run_engine(engines[system], rid, ids, source, n)
 
 
 def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> list[Row]:
+    """Every system on every request, interleaved (the order rotating from one request to the next),
+    so that a drift of the machine's speed during the run does not favour whichever system runs first."""
     model, tok = lm.model, lm.tokenizer
     cases = load_workload(workload, limit=limit)
-    prompts = {c["id"]: encode_prompt(tok, RequestSpec(c["id"], messages=c["messages"])) for c in cases}
-    results: dict[str, tuple[dict, int, float]] = {}
-    run_engine(model, tok, dict(list(prompts.items())[:1]), 4, "none", "off", max_nodes, max_depth)  # warm-up
-    for system in ["plain", "hf-greedy", "hf-pld", *systems]:
-        start = time.perf_counter()
-        if system.startswith("hf-"):
-            model.set_attn_implementation("sdpa")
-            try:
-                outs = {rid: hf_generate(model, ids, n, system == "hf-pld") for rid, ids in prompts.items()}
-            finally:
-                model.set_attn_implementation("lookahead")
-            outputs, forwards = {rid: o for rid, (o, _) in outs.items()}, sum(f for _, f in outs.values())
-        elif system == "plain":
-            outputs, forwards = run_engine(model, tok, prompts, n, "none", "off", max_nodes, max_depth)
-        else:
-            drafter, controller = system.split("/")
-            outputs, forwards = run_engine(model, tok, prompts, n, drafter, controller, max_nodes, max_depth)
-        results[system] = (outputs, forwards, time.perf_counter() - start)
-    plain_out = results["plain"][0]
+    # As `lookahead run` encodes them: the chat prompt, and the text a rewriting task copies (its source).
+    prompts = {c["id"]: (encode_prompt(tok, RequestSpec(c["id"], messages=c["messages"])),
+                         tok(c["source"], add_special_tokens=False)["input_ids"] if c.get("source") else None)
+               for c in cases}
+    order = ["plain", "hf-greedy", "hf-pld", *systems]
+    # One engine per system for the whole run, as `lookahead run --workload` builds it: the
+    # workload's task (`auto` adds the source-aligned drafter for grammar correction), the
+    # requests' documents in the retrieval datastore, and a cost model and calibration that
+    # learn from request to request.
+    task = "gec" if workload.startswith("gec") else "rag"
+    documents = [c["document"] for c in cases if c.get("document")]
+    room = max(len(ids) for ids, _ in prompts.values()) + n + max_depth + 64
+    engines = {}
+    for system in order:
+        if not system.startswith("hf-"):
+            name, controller = ("none", "off") if system == "plain" else system.split("/")
+            config = EngineConfig(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=1,
+                                  controller=controller, kv_cache_tokens=room)
+            engines[system] = Engine(model, tok, build_drafter(name, tok, None, task, documents), config)
+    first = next(iter(prompts.values()))
+    for system in order:  # warm-up: the first call of each path pays one-off set-up
+        run_system(system, model, "warm-up", first, 4, engines)
+    outputs = {s: {} for s in order}
+    forwards = dict.fromkeys(order, 0)
+    seconds = dict.fromkeys(order, 0.0)
+    for k, (rid, case) in enumerate(prompts.items()):
+        for system in order[k % len(order):] + order[: k % len(order)]:
+            start = time.perf_counter()
+            outputs[system][rid], f = run_system(system, model, rid, case, n, engines)
+            seconds[system] += time.perf_counter() - start
+            forwards[system] += f
     rows = []
-    for system, (outputs, forwards, seconds) in results.items():
-        tokens = sum(len(o) for o in outputs.values())
-        rows.append(Row(workload, system, len(outputs), tokens, forwards, seconds,
-                        sum(outputs[r] == plain_out[r] for r in outputs),
-                        tau=tokens / max(1, forwards), tokens_per_s=tokens / seconds))
+    for system in order:
+        tokens = sum(len(o) for o in outputs[system].values())
+        rows.append(Row(workload, system, len(prompts), tokens, forwards[system], seconds[system],
+                        sum(outputs[system][r] == outputs["plain"][r] for r in prompts),
+                        tau=tokens / max(1, forwards[system]), tokens_per_s=tokens / seconds[system]))
     by = {r.system: r for r in rows}
     for r in rows:
         r.speedup_vs_hf = r.tokens_per_s / by["hf-greedy"].tokens_per_s

@@ -27,6 +27,7 @@ from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
 
 from .attention import StepAttention
 from .controller import GoodputController
+from .cost_model import StepCostModel, prior_for
 from .kv_cache import PagedKVCache
 
 
@@ -162,7 +163,8 @@ class Engine:
         )
         self.eos = set(eos_token_ids if eos_token_ids is not None else default_eos(model, tokenizer))
         budget = TreeBudget(self.config.max_nodes, self.config.max_depth)
-        self.controller = GoodputController(self.config.controller, fixed_budget=budget, max_budget=budget)
+        self.controller = GoodputController(self.config.controller, StepCostModel(prior_for(self.device)),
+                                            fixed_budget=budget, max_budget=budget)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.step_log: list[StepStats] = []

@@ -65,19 +65,22 @@ class Fleet:
         and the fleet's history reaches it often.
     max_attempts: a request whose worker died this many times fails (a request that
         kills every worker it meets must not take the fleet down).
+    start_timeout: seconds to wait for the workers' engines (Ray waits forever for
+        resources that other jobs hold).
     The other arguments are `Lookahead`'s.
     """
 
     def __init__(self, model: str | None = None, *, drafter: str = "auto", dtype: str = "float32",
                  device: str = "auto", config: EngineConfig | None = None, corpus: list[str] | None = None,
                  task: str | None = None, documents: list[str] | None = None, address: str = "local",
-                 workers: int | None = None, shard_size: int | None = None, max_attempts: int = 3):
+                 workers: int | None = None, shard_size: int | None = None, max_attempts: int = 3,
+                 start_timeout: float = 600.0):
         from .models import load_tokenizer
 
         self._ray = ray = import_ray()
         config = config or EngineConfig()
         self.shard_size = shard_size or 2 * config.max_batch_size
-        self.max_attempts = max_attempts
+        self.max_attempts, self.start_timeout = max_attempts, start_timeout
         self.setup = WorkerSetup(model, drafter, dtype, device, config, task)
         # The tokenizer alone checks the model path and builds the datastore before any worker starts.
         store = build_store(drafter, load_tokenizer(model), corpus, documents)
@@ -126,7 +129,9 @@ class Fleet:
         have, unit = (gpus, "GPUs") if on_gpu else (cpus, "CPU cores")
         if n > have:
             raise FleetError(f"--workers {n} is more than the Ray cluster's {have} {unit}")
-        cores = 1 if on_gpu else cpus // n
+        # An engine runs on one node: no more cores each than the largest node has.
+        biggest = max(int(node["Resources"].get("CPU", 0)) for node in self._ray.nodes() if node["Alive"])
+        cores = 1 if on_gpu else max(1, min(cpus // n, biggest))
         return {"workers": n, "num_gpus": int(on_gpu), "num_cpus": cores, "device": "cuda" if on_gpu else "cpu",
                 "threads": None if on_gpu else cores}
 
@@ -141,9 +146,12 @@ class Fleet:
         """Wait for the workers' engines; a setup error (bad model) is one line, not a dead actor's traceback."""
         ray = self._ray
         try:
-            errors = ray.get([w.handle.setup_error.remote() for w in workers])
+            errors = ray.get([w.handle.setup_error.remote() for w in workers], timeout=self.start_timeout)
         except ray.exceptions.RayActorError as e:
             raise FleetError(f"a Ray worker died while starting: {_first_line(e)}") from None
+        except ray.exceptions.GetTimeoutError:  # an actor Ray cannot place waits forever otherwise
+            raise FleetError(f"the Ray workers did not start within {self.start_timeout:.0f} s: are the "
+                             f"cluster's CPUs or GPUs taken by other jobs?") from None
         for error in filter(None, errors):
             raise FleetError(f"a Ray worker could not start its engine: {error}")
 
