@@ -27,6 +27,7 @@ import torch
 
 from lookahead.api import build_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
+from lookahead.eval.tables import markdown_table
 from lookahead.eval.workloads import load_workload
 from lookahead.models import load_model
 from lookahead.requests_io import RequestSpec, encode_prompt
@@ -138,11 +139,11 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> lis
 
 
 def markdown(rows: list[Row]) -> str:
-    head = ("| workload | system | requests | output tokens | τ | tokens/s | × HF greedy | × our plain "
-            "| identical to greedy |\n|---|---|---|---|---|---|---|---|---|")
-    body = [f"| {r.workload} | {r.system} | {r.requests} | {r.output_tokens} | {r.tau:.2f} | {r.tokens_per_s:.1f} "
-            f"| {r.speedup_vs_hf:.2f} | {r.speedup_vs_plain:.2f} | {r.identical}/{r.requests} |" for r in rows]
-    return "\n".join([head, *body])
+    return markdown_table(
+        ["workload", "system", "requests", "output tokens", "τ", "tokens/s", "× HF greedy", "× our plain",
+         "identical to greedy"],
+        [[r.workload, r.system, r.requests, r.output_tokens, f"{r.tau:.2f}", f"{r.tokens_per_s:.1f}",
+          f"{r.speedup_vs_hf:.2f}", f"{r.speedup_vs_plain:.2f}", f"{r.identical}/{r.requests}"] for r in rows])
 
 
 def main(argv=None) -> None:

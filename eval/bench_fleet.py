@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookahead.eval.tables import markdown_table
 from lookahead.eval.workloads import load_workload
 
 TRACES = Path(__file__).resolve().parent / "traces"
@@ -117,12 +118,12 @@ def projection(args, driver_ms_per_request: float, gpus: list[int]) -> tuple[flo
 
 
 def markdown(rows: list[Row]) -> str:
-    out = ["| system | workers × threads | requests | τ | tokens/s | vs one process | start-up s | "
-           "driver CPU ms/request | identical |", "|---|---|---|---|---|---|---|---|---|"]
-    out += [f"| {r.system} | {r.workers} × {r.threads_per_worker} | {r.requests} | {r.tau:.2f} | "
-            f"{r.tokens_per_s:.1f} | {r.speedup_vs_single:.2f}× | {r.startup_s:.1f} | "
-            f"{r.driver_cpu_ms_per_request:.1f} | {r.identical}/{r.requests} |" for r in rows]
-    return "\n".join(out)
+    return markdown_table(
+        ["system", "workers × threads", "requests", "τ", "tokens/s", "vs one process", "start-up s",
+         "driver CPU ms/request", "identical"],
+        [[r.system, f"{r.workers} × {r.threads_per_worker}", r.requests, f"{r.tau:.2f}", f"{r.tokens_per_s:.1f}",
+          f"{r.speedup_vs_single:.2f}×", f"{r.startup_s:.1f}", f"{r.driver_cpu_ms_per_request:.1f}",
+          f"{r.identical}/{r.requests}"] for r in rows])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -156,9 +157,9 @@ def main(argv=None) -> None:
     print(f"\nProjection: one H100 with an 8B-shaped model serves {per_gpu:.0f} tokens/s on the {args.workload} "
           f"traces (simulated); the driver's {driver:.1f} ms of CPU per request caps a fleet at "
           f"{ceiling:.0f} tokens/s.\n")
-    print("| GPUs | projected tokens/s | bound by |\n|---|---|---|")
-    for p in proj:
-        print(f"| {p['gpus']} | {p['tokens_per_s']:.0f} | {'the driver' if p['driver_bound'] else 'the GPUs'} |")
+    print(markdown_table(["GPUs", "projected tokens/s", "bound by"],
+                         [[p["gpus"], f"{p['tokens_per_s']:.0f}", "the driver" if p["driver_bound"] else "the GPUs"]
+                          for p in proj]))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": [asdict(r) for r in rows], "per_gpu_tokens_per_s": per_gpu,
                                                "driver_cpu_ms_per_request": driver, "driver_cap_tokens_per_s": ceiling,

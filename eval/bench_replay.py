@@ -19,6 +19,7 @@ from lookahead.drafters import RetrievalStore
 from lookahead.drafters.mixer import make_drafter
 from lookahead.eval.peers import ArcticSuffixDrafter, HFChainDrafter
 from lookahead.eval.replay import ReplayConfig, read_trace, replay
+from lookahead.eval.tables import markdown_table
 
 OURS = ("prompt-lookup", "suffix", "retrieval", "source", "auto")
 ARCTIC_SWEEP = {"tree": (True, False), "max_spec_factor": (1.0, 2.0, 4.0), "min_token_prob": (0.0, 0.1)}
@@ -76,11 +77,10 @@ def bench(traces: list[Path], budgets: list[int], max_depth: int, with_arctic: b
 
 
 def markdown(rows: list[Row]) -> str:
-    head = ("| trace | nodes | drafter | τ | × hf-chain | mean nodes | mean accepted | propose µs p50 |\n"
-            "|---|---|---|---|---|---|---|---|")
-    body = [f"| {r.trace} | {r.max_nodes} | {r.drafter} | {r.tau:.2f} | {r.ratio_to_hf_chain:.2f} | "
-            f"{r.mean_nodes:.1f} | {r.mean_accepted:.2f} | {r.propose_us_p50:.0f} |" for r in rows]
-    return "\n".join([head, *body])
+    return markdown_table(
+        ["trace", "nodes", "drafter", "τ", "× hf-chain", "mean nodes", "mean accepted", "propose µs p50"],
+        [[r.trace, r.max_nodes, r.drafter, f"{r.tau:.2f}", f"{r.ratio_to_hf_chain:.2f}", f"{r.mean_nodes:.1f}",
+          f"{r.mean_accepted:.2f}", f"{r.propose_us_p50:.0f}"] for r in rows])
 
 
 def main(argv=None) -> None:

@@ -162,12 +162,10 @@ def build_store(name: str, tokenizer, corpus: list[str] | None, documents: list[
     """The retrieval datastore of drafter `name`: corpus files + documents, None if it drafts from none."""
     from lookahead.drafters import RetrievalStore
 
-    store = None
+    if name not in ("retrieval", "auto"):
+        return None
     tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    if corpus:
-        store = RetrievalStore.from_files(corpus, tokenize)
-    elif name in ("retrieval", "auto"):
-        store = RetrievalStore()  # past outputs of this run only
-    if store is not None and documents:
+    store = RetrievalStore.from_files(corpus, tokenize) if corpus else RetrievalStore()  # empty: past outputs only
+    if documents:
         store.extend(tokenize(d) for d in documents)
     return store

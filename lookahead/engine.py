@@ -309,7 +309,7 @@ class Engine:
 
     def _budget(self, req: Request) -> TreeBudget:
         left = req.params.max_new_tokens - len(req.output_ids)
-        nodes = min(self.config.max_nodes, self.memory.nodes)  # what fitted in memory lately
+        nodes = self.memory.nodes  # the configured max_nodes, or less if memory ran out lately
         return TreeBudget(nodes, max(0, min(self.config.max_depth, left - 1)))
 
     def _propose(self, req: Request) -> DraftTree:

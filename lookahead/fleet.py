@@ -221,7 +221,7 @@ class Fleet:
 
     def _unseen_chunks(self, worker: _Worker) -> list:
         """Object refs of the fleet's outputs this worker has not learned yet (one new chunk at most)."""
-        if self._fresh and self.setup.drafter in ("auto", "retrieval"):
+        if self._fresh and self._store_ref is not None:  # a drafter without a datastore learns nothing
             self._chunks.append(self._ray.put(Shared(self._fresh)))
             self.stats.fleet_chunks += 1
         self._fresh = []

@@ -102,3 +102,28 @@ def tiny_model_dir(tmp_path_factory):
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+class AnswerDrafter:
+    """Base of the test drafters that know each request's plain greedy answer.
+
+    It follows how far each request has got; `truth(request_id)` is the rest of its
+    answer, from which a subclass's `propose` builds right, wrong or partly right trees.
+    """
+
+    def __init__(self, answers: dict[str, list[int]]):
+        self.answers = answers
+        self.pos: dict[str, int] = {}
+
+    def truth(self, request_id) -> list[int]:
+        return self.answers.get(request_id, [])[self.pos[request_id]:]
+
+    def start(self, request_id, prompt_ids):
+        self.pos[request_id] = 0
+
+    def update(self, request_id, accepted_ids):
+        self.pos[request_id] += len(accepted_ids)
+
+    def stop(self, request_id):
+        del self.pos[request_id]
+

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ARCHS, tiny_model
+from conftest import TINY_ARCHS, AnswerDrafter, tiny_model
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 
@@ -20,35 +20,25 @@ def hf_greedy(model, prompt, n):
     return out[0, len(prompt):].tolist()
 
 
-class OracleDrafter(Drafter):
+class OracleDrafter(AnswerDrafter, Drafter):
     """Random trees that contain a correct prefix of the known answer of random length, plus noise.
 
     Losslessness must hold whatever the tree: right, wrong or partly right.
     """
 
     def __init__(self, answers: dict[str, list[int]], vocab: int, seed: int = 0):
-        self.answers, self.vocab = answers, vocab
+        super().__init__(answers)
+        self.vocab = vocab
         self.rng = np.random.default_rng(seed)
-        self.pos: dict[str, int] = {}
-
-    def start(self, request_id, prompt_ids):
-        self.pos[request_id] = 0
 
     def propose(self, request_id, budget: TreeBudget) -> DraftTree:
-        truth = self.answers[request_id][self.pos[request_id]:]
-        good = truth[: self.rng.integers(0, budget.max_depth + 1)]
+        good = self.truth(request_id)[: self.rng.integers(0, budget.max_depth + 1)]
         paths = [good] if good else []
         for _ in range(self.rng.integers(0, 4)):
             cut = self.rng.integers(0, len(good) + 1)
             paths.append(list(good[:cut]) + self.rng.integers(3, self.vocab, self.rng.integers(1, 4)).tolist())
         self.rng.shuffle(paths)
         return DraftTree.from_paths(paths, [[0.9] * len(p) for p in paths])
-
-    def update(self, request_id, accepted_ids):
-        self.pos[request_id] += len(accepted_ids)
-
-    def stop(self, request_id):
-        del self.pos[request_id]
 
 
 def prompts(n, seed=1, vocab=97):

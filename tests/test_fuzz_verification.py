@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import plain_case
+from conftest import AnswerDrafter, plain_case
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.kernels.tree_attention import tree_attention_reference
@@ -131,20 +131,17 @@ def model_and_answers():
     return plain_case(model_seed=7, prompt_seed=8, n_prompts=4, min_len=2, max_len=40, max_new=20)
 
 
-class FuzzDrafter(Drafter):
+class FuzzDrafter(AnswerDrafter, Drafter):
     """Trees with random parents; each node's token is the true next token or noise, so every shape
     of partly right tree occurs (duplicates under one parent included)."""
 
     def __init__(self, answers, seed, max_nodes, p_right):
-        self.answers, self.max_nodes, self.p_right = answers, max_nodes, p_right
+        super().__init__(answers)
+        self.max_nodes, self.p_right = max_nodes, p_right
         self.rng = np.random.default_rng(seed)
-        self.pos: dict[str, int] = {}
-
-    def start(self, request_id, prompt_ids):
-        self.pos[request_id] = 0
 
     def propose(self, request_id, budget: TreeBudget) -> DraftTree:
-        truth = self.answers[request_id][self.pos[request_id]:]
+        truth = self.truth(request_id)
         n = int(self.rng.integers(0, self.max_nodes + 1))
         parents, tokens, depth = [], [], []
         for i in range(n):
@@ -155,12 +152,6 @@ class FuzzDrafter(Drafter):
             depth.append(d)
             tokens.append(truth[d - 1] if right else int(self.rng.integers(0, VOCAB)))
         return DraftTree(np.array(tokens, np.int64), np.array(parents, np.int32), self.rng.uniform(0, 1, n))
-
-    def update(self, request_id, accepted_ids):
-        self.pos[request_id] += len(accepted_ids)
-
-    def stop(self, request_id):
-        del self.pos[request_id]
 
 
 @given(st.integers(0, 2**31 - 1), st.integers(0, 40), st.sampled_from([0.3, 0.7, 0.95]),

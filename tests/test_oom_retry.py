@@ -15,7 +15,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from conftest import plain_case
+from conftest import AnswerDrafter, plain_case
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.report import print_summary, summarize
@@ -31,28 +31,20 @@ def setup():
     return plain_case(model_seed=31, prompt_seed=32, n_prompts=5, min_len=3, max_len=30, max_new=MAX_NEW)
 
 
-class ChainOracle(Drafter):
+class ChainOracle(AnswerDrafter, Drafter):
     """Drafts the known answer as a chain as long as the budget allows, wrong after `right` nodes.
 
     Wrong nodes still cost memory; they make requests take more steps.
     """
 
     def __init__(self, answers, right: int = 1 << 30):
-        self.answers, self.right, self.pos = answers, right, {}
-
-    def start(self, request_id, prompt_ids):
-        self.pos[request_id] = 0
+        super().__init__(answers)
+        self.right = right
 
     def propose(self, request_id, budget: TreeBudget):
-        truth = self.answers.get(request_id, [])[self.pos[request_id]:][: min(budget.max_nodes, budget.max_depth)]
+        truth = self.truth(request_id)[: min(budget.max_nodes, budget.max_depth)]
         chain = truth[: self.right] + [(t + 1) % VOCAB for t in truth[self.right:]]
         return DraftTree.chain(chain, [0.9] * len(chain))
-
-    def update(self, request_id, accepted_ids):
-        self.pos[request_id] += len(accepted_ids)
-
-    def stop(self, request_id):
-        del self.pos[request_id]
 
 
 class MemoryLimit:
