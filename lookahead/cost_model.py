@@ -71,9 +71,10 @@ class CostCoefficients:
 # layers alone: 53 ms at 1 token, 117 ms at 30). Only the shape of the prior matters: steps
 # set the scale, but when every step verifies a similar number of tokens the fit cannot
 # tell base from slope, and the prior's ratio decides. From the H100 prior (tokens nearly
-# free) the controller kept 29-node trees and made 20.5 tokens/s on grammar correction;
-# from this one, 17-node trees and 27.5 tokens/s (same run; the ratio is the machine's
-# compute over its memory bandwidth, so it holds for larger models on the same CPU).
+# free) the controller verified about as many nodes as a fixed 32-node budget and ran at
+# 1.80× our plain decoding on grammar correction; from this one, at 2.05× (eval/RESULTS.md
+# §1). The ratio is the machine's compute over its memory bandwidth, so it holds for larger
+# models on the same CPU.
 CPU_PRIOR = CostCoefficients(base=0.06, per_query_token=0.0025, past_knee=0.0)
 
 
