@@ -61,7 +61,7 @@ class Fleet:
         ("host:port", "ray://host:10001"). Every node needs lookahead and the model.
     workers: engines to start; default one per GPU, or one per 2 CPU cores.
     shard_size: most requests per hand-out (and never more than a fair share of the
-        queue); default 2 × the batch size, so that a worker batches continuously
+        work left, queued or in flight); default 2 × the batch size, so that a worker batches continuously
         and the fleet's history reaches it often.
     max_attempts: a request whose worker died this many times fails (a request that
         kills every worker it meets must not take the fleet down).
@@ -179,8 +179,10 @@ class Fleet:
         while queue or running:
             while idle and queue:
                 worker = idle.pop()
-                # No more than a fair share of what is left: every worker busy until the queue runs dry.
-                fair = -(-len(queue) // len(self._workers))
+                # No more than a fair share of the work left, queued or in flight: the first shards
+                # split the queue evenly, and every worker stays busy until it runs dry.
+                in_flight = sum(len(s.pending) for s in running.values())
+                fair = -(-(len(queue) + in_flight) // len(self._workers))
                 shard = [queue.popleft() for _ in range(min(self.shard_size, fair))]
                 gen = worker.handle.serve.options(num_returns="streaming").remote(
                     [spec for spec, _ in shard], sampling, self._unseen_chunks(worker), speculate)
