@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -99,10 +98,13 @@ def test_user_errors_are_one_line_without_traceback(args, message):
 
 
 def test_help_is_instant():
-    start = time.perf_counter()
-    proc = subprocess.run([LOOKAHEAD, "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "run" in proc.stdout
-    assert time.perf_counter() - start < 3.0  # no torch/transformers import behind --help
+    """--help imports neither torch nor transformers (seconds each), whatever the machine's speed."""
+    probe = ("import sys; from typer.testing import CliRunner; from lookahead.cli import app; "
+             "res = CliRunner().invoke(app, ['--help']); assert res.exit_code == 0 and 'run' in res.output; "
+             "print([m for m in ('torch', 'transformers', 'numba') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_help_gives_every_option_a_default():
