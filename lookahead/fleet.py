@@ -179,11 +179,9 @@ class Fleet:
         while queue or running:
             while idle and queue:
                 worker = idle.pop()
-                # No more than a fair share of the work left, queued or in flight: the first shards
-                # split the queue evenly, and every worker stays busy until it runs dry.
                 in_flight = sum(len(s.pending) for s in running.values())
-                fair = -(-(len(queue) + in_flight) // len(self._workers))
-                shard = [queue.popleft() for _ in range(min(self.shard_size, fair))]
+                size = fair_share(len(queue), in_flight, len(self._workers), self.shard_size)
+                shard = [queue.popleft() for _ in range(size)]
                 gen = worker.handle.serve.options(num_returns="streaming").remote(
                     [spec for spec, _ in shard], sampling, self._unseen_chunks(worker), speculate)
                 running[gen] = _Shard(worker, {spec.id: (spec, n) for spec, n in shard})
@@ -280,6 +278,19 @@ class Fleet:
     def summary(self) -> dict:
         self.stats.per_worker = self.worker_stats()
         return dict(self.stats.__dict__)
+
+
+def fair_share(queued: int, in_flight: int, workers: int, shard_size: int) -> int:
+    """Requests to hand an idle worker: at most a fair share of the work left, queued or in
+    flight, so that the first shards split the queue evenly and every worker stays busy
+    until the queue runs dry.
+
+    >>> fair_share(12, 0, workers=2, shard_size=8), fair_share(6, 6, workers=2, shard_size=8)
+    (6, 6)
+    >>> fair_share(1, 5, workers=2, shard_size=8)  # never more than is queued
+    1
+    """
+    return min(shard_size, queued, -(-(queued + in_flight) // workers))
 
 
 def _first_line(e: BaseException) -> str:
