@@ -13,7 +13,7 @@ never passes `softcap`, so a softcap in its config has no effect there either.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,6 +31,7 @@ class StepAttention:
     block_table int32 [B, max_blocks]   kv_lens int32 [B]   qo_indptr int32 [B + 1]
     tree_mask   int64 [ΣT, W]           positions int64 [ΣT] (the position ids; sliding windows use them)
     scratch_k, scratch_v [layers, ΣT, kv_heads, head_dim]: filled layer by layer
+    plans: the CPU reference's layer-invariant work, done by the first layer (per window)
     """
 
     cache: PagedKVCache
@@ -41,6 +42,7 @@ class StepAttention:
     positions: torch.Tensor
     scratch_k: torch.Tensor
     scratch_v: torch.Tensor
+    plans: dict = field(default_factory=dict)
 
 
 def lookahead_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -76,6 +78,7 @@ def lookahead_attention(module, query, key, value, attention_mask, scaling=None,
         window=window,
         softcap=softcap,
         positions=step.positions,
+        plans=step.plans,
     )
     return out.unsqueeze(0), None
 

@@ -305,3 +305,20 @@ def test_gpu_chunked_prefill_bf16():
     args = make_batch([causal(300)] + tree_masks([BUSHY]), [2048, 513], kv_heads=8, group=4,
                       head_dim=128, dtype=torch.bfloat16)
     check(args)
+
+
+@pytest.mark.parametrize("spelled_out_limit", [0, 1 << 30], ids=["sdpa", "spelled-out"])
+def test_both_reference_paths_and_the_step_memo_match_brute_force(monkeypatch, spelled_out_limit):
+    """Long requests go through SDPA, short ones through the folded matmul; a plan memoised by
+    the first layer serves the next ones."""
+    monkeypatch.setattr(ta, "_SPELLED_OUT_SCORES", spelled_out_limit)
+    masks = tree_masks([BUSHY, CHAIN5, []]) + [causal(9)]
+    kv_lens = [30, 0, 12, 17]
+    args = make_batch(masks, kv_lens, group=4, head_dim=8, device="cpu")
+    positions = tree_positions(masks, kv_lens)
+    plans = {}
+    for window in (None, 6, None):
+        ref = tree_attention_reference(*args, window=window, positions=positions, plans=plans)
+        expect = brute_force(args, masks, window, None, positions)
+        torch.testing.assert_close(ref.double(), expect, atol=1e-5, rtol=1e-5)
+    assert set(plans) == {None, 6}
