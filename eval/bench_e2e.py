@@ -4,7 +4,7 @@ Every system decodes the same requests one at a time (Hugging Face prompt lookup
 refuses batches), greedy, on the same model object, the systems interleaved request by
 request so that the machine's drift favours none:
 
-  hf-greedy   model.generate(do_sample=False)
+  hf-greedy   model.generate(do_sample=False), on the model as transformers ships it
   hf-pld      model.generate(prompt_lookup_num_tokens=10)   (τ from counted forwards)
   plain       our engine, no drafter
   <drafter>   our engine with that drafter and controller (e.g. auto/goodput, prompt-lookup/fixed),
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lookahead.api import build_drafter
+from lookahead.cpu_linear import use_row_gemm
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.eval.tables import markdown_table
 from lookahead.eval.workloads import load_workload
@@ -80,12 +81,14 @@ def run_engine(engine: Engine, rid: str, ids, source, n) -> tuple[list[int], int
 
 def run_system(system: str, model, rid: str, case: tuple, n, engines: dict) -> tuple[list[int], int]:
     ids, source = case
-    if system.startswith("hf-"):
+    if system.startswith("hf-"):  # the model as transformers ships it: its SDPA and its linear layers
         model.set_attn_implementation("sdpa")
+        use_row_gemm(model, on=False)
         try:
             return hf_generate(model, ids, n, system == "hf-pld")
         finally:
             model.set_attn_implementation("lookahead")
+            use_row_gemm(model)
     return run_engine(engines[system], rid, ids, source, n)
 
 

@@ -6,21 +6,19 @@ calibrated scores from the root), so with B requests and kept set S
 
     G(S) = (B + Σ_{i∈S} p_i) / cost(Q0 + |S|)
 
-where Q0 is the batch's chain tokens and cost is the step cost model. Adding node
-i raises G exactly when its marginal gain over marginal cost beats the current
-goodput: p_i / (cost(Q+1) − cost(Q)) > G. The controller adds nodes in order of
-path probability over the whole batch (a node only after its parent: the frontier
-of a heap) while G rises, and stops at the first node that does not raise it;
-under a compute-bound batch that is the first node, and every request decodes
-plainly. `k = 0` wins ties, as in SmartSpec.
+where Q0 is the batch's chain tokens and cost is the step cost model. The controller
+ranks the batch's nodes by path probability (a node only after its parent: the
+frontier of a heap), evaluates G for every prefix of that order, k = 0, 1, 2, ...,
+and keeps the best prefix; under a compute-bound batch that is k = 0, and every
+request decodes plainly. `k = 0` wins ties, as in SmartSpec.
 
-Why this greedy is optimal (checked by brute force in tests/test_controller.py):
-for a fixed count k, the k most probable nodes (within the per-request budget) are
-the best k-set, and they form valid subtrees, since a child's path probability
-never exceeds its parent's. Their total N(k) is concave in k; cost(Q0 + k) is convex
-(non-negative hinge coefficients). So N(k) − g·cost(Q0 + k) is concave for every g,
-the sets {k : G(k) ≥ g} are intervals, and the first k where G stops rising is
-the global maximum over all valid selections.
+Why this is optimal (checked by brute force in tests/test_controller.py): for a
+fixed count k, the k most probable nodes (within the per-request budget) are the best
+k-set, since G's cost depends on k alone, and they form valid subtrees, since a
+child's path probability never exceeds its parent's. So the best prefix is the best
+selection, whatever the shape of cost(Q): it may be a staircase, as on the CPU,
+where the forward multiplies the rows padded to a power of two (cpu_linear.py) and
+the nodes that fill the padding are free.
 
 Example: two requests, one forward costs 10 ms plus 1 ms per query token past 4.
 
@@ -140,9 +138,7 @@ class GoodputController:
         sunk = self.cost_model.predict(r, q0, kv) - self.cost_model.predict(r, decoding, kv)
         gain = np.concatenate([[float(decoding)], prob[cand]]).cumsum()  # B, then + each node
         cost = self.cost_model.predict(r, q0 + np.arange(len(cand) + 1), kv) - sunk
-        goodput = gain / cost
-        rises = goodput[1:] > goodput[:-1]
-        k = len(cand) if rises.all() else int(np.argmin(rises))  # stop at the first node that does not raise G
+        k = int(np.argmax(gain / cost))  # the first of equals: fewer nodes win ties
         keep = np.zeros(len(prob), bool)
         keep[cand[:k]] = True
         return keep

@@ -33,6 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
+
+from .cpu_linear import padded_rows
 
 MIN_STEP_SECONDS = 1e-6  # a floor so that goodput (tokens / seconds) stays finite
 
@@ -47,10 +50,16 @@ class CostCoefficients:
     per_kv_token: float = 0.0  # per committed KV token attended to
     past_knee: float = 3.6e-5  # extra per query token beyond `knee`
     knee: int = 256  # query tokens in the batch where the forward turns compute-bound
+    padded: bool = False  # Q counts as the rows the forward multiplies (cpu_linear pads few rows on the CPU)
+
+    def rows(self, query_tokens) -> np.ndarray:
+        """float64: the Q the formula sees for `query_tokens`."""
+        q = np.asarray(query_tokens, np.float64)
+        return padded_rows(q) if self.padded else q
 
     def features(self, requests, query_tokens, kv_tokens) -> np.ndarray:
         """float64 [..., 5]: the regressors the coefficients multiply (broadcasts over Q)."""
-        q = np.asarray(query_tokens, np.float64)
+        q = self.rows(query_tokens)
         columns = np.broadcast_arrays(1.0, requests, q, kv_tokens, np.maximum(q - self.knee, 0.0))
         return np.stack(columns, axis=-1).astype(np.float64)
 
@@ -60,27 +69,28 @@ class CostCoefficients:
 
     def predict(self, requests, query_tokens, kv_tokens):
         """Predicted seconds; `query_tokens` may be an array (one prediction per entry)."""
-        q = np.asarray(query_tokens, np.float64)
+        q = self.rows(query_tokens)
         t = (self.base + self.per_request * requests + self.per_query_token * q + self.per_kv_token * kv_tokens
              + self.past_knee * np.maximum(q - self.knee, 0.0))
         return np.maximum(t, MIN_STEP_SECONDS) if q.ndim else max(float(t), MIN_STEP_SECONDS)
 
 
-# On a CPU a forward is compute-bound from the first extra query token: on the project's 2-core
-# VM, SmolLM2 fp32 takes ~80 ms for one query token and ~2.2 ms more per token (the linear
-# layers alone: 53 ms at 1 token, 117 ms at 30). Only the shape of the prior matters: steps
-# set the scale, but when every step verifies a similar number of tokens the fit cannot
-# tell base from slope, and the prior's ratio decides. From the H100 prior (tokens nearly
-# free) the controller verified about as many nodes as a fixed 32-node budget and ran at
-# 1.80× our plain decoding on grammar correction; from this one, at 2.05× (eval/RESULTS.md
-# §1). The ratio is the machine's compute over its memory bandwidth, so it holds for larger
-# models on the same CPU.
-CPU_PRIOR = CostCoefficients(base=0.06, per_query_token=0.0025, past_knee=0.0)
+# On a CPU a forward is compute-bound from the first extra query token, and in fp32 its linear
+# layers multiply the rows padded to a power of two (cpu_linear.py), so a step costs what its
+# padded rows cost. On the project's 2-core VM, SmolLM2 fp32 decode steps took 39 ms at 1 query
+# token (2 rows), 72 ms at ~5 (8 rows), 91 ms at ~9 (16 rows): about 30 ms plus 4 ms a row
+# (eval/RESULTS.md §1). Only the shape of the prior matters: steps set the scale, but when
+# every step verifies a similar number of tokens the fit cannot tell base from slope, and the
+# prior's ratio decides. The ratio is the machine's compute over its memory bandwidth, so it
+# holds for larger models on the same CPU.
+CPU_PRIOR = CostCoefficients(base=0.03, per_query_token=0.004, past_knee=0.0, padded=True)
 
 
-def prior_for(device: str) -> CostCoefficients:
-    """The cost curve to start from on `device` ("cpu", "cuda", "cuda:1", ...)."""
-    return CPU_PRIOR if str(device).startswith("cpu") else CostCoefficients()
+def prior_for(device, dtype=None) -> CostCoefficients:
+    """The cost curve to start from for a model on `device` ("cpu", "cuda:1", ...) in `dtype`."""
+    if not str(device).startswith("cpu"):
+        return CostCoefficients()
+    return CPU_PRIOR if dtype in (None, torch.float32) else replace(CPU_PRIOR, padded=False)
 
 
 # Batches at which the prior speaks: (requests, query tokens, KV tokens). They span
@@ -119,9 +129,9 @@ class StepCostModel:
 
     @staticmethod
     def fixed(base: float = 0.040, per_request: float = 0.0, per_query_token: float = 0.0, per_kv_token: float = 0.0,
-              past_knee: float = 0.0, knee: int = 256) -> "StepCostModel":
+              past_knee: float = 0.0, knee: int = 256, padded: bool = False) -> "StepCostModel":
         """A model that ignores observe(): for tests and the replay simulator."""
-        m = StepCostModel(CostCoefficients(base, per_request, per_query_token, per_kv_token, past_knee, knee))
+        m = StepCostModel(CostCoefficients(base, per_request, per_query_token, per_kv_token, past_knee, knee, padded))
         m.frozen = True
         return m
 

@@ -28,6 +28,7 @@ from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
 from .attention import StepAttention
 from .controller import GoodputController
 from .cost_model import StepCostModel, prior_for
+from .cpu_linear import use_row_gemm
 from .kv_cache import PagedKVCache
 
 
@@ -143,6 +144,7 @@ class Engine:
     def __init__(self, model, tokenizer=None, drafter: Drafter | None = None, config: EngineConfig | None = None,
                  eos_token_ids: list[int] | None = None, clock=time.perf_counter):
         self.model = model
+        use_row_gemm(model)  # a step's few rows, in the layout the CPU's BLAS serves fastest
         self.tokenizer = tokenizer
         self.drafter = drafter
         self.config = config or EngineConfig()
@@ -163,7 +165,7 @@ class Engine:
         )
         self.eos = set(eos_token_ids if eos_token_ids is not None else default_eos(model, tokenizer))
         budget = TreeBudget(self.config.max_nodes, self.config.max_depth)
-        self.controller = GoodputController(self.config.controller, StepCostModel(prior_for(self.device)),
+        self.controller = GoodputController(self.config.controller, StepCostModel(prior_for(self.device, self.cache.k.dtype)),
                                             fixed_budget=budget, max_budget=budget)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -286,7 +288,11 @@ class Engine:
             keep = self.memory.batch  # the rest of the batch waits for the next step
             batch, chains, trees = batch[:keep], chains[:keep], [t.prune(budget) for t in trees[:keep]]
         stats.oom_retries = retries
-        self.controller.cost_model.observe(stats.requests, stats.query_tokens, stats.kv_tokens, stats.seconds)
+        if stats.query_tokens - stats.draft_nodes == stats.requests:
+            # Decode steps only: the controller prices draft nodes net of any prefill in the step
+            # (sunk), so these are the steps it needs predicted, and on the CPU a long prefill's
+            # cheaper tokens per row would bend a line fitted through both.
+            self.controller.cost_model.observe(stats.requests, stats.query_tokens, stats.kv_tokens, stats.seconds)
         self.step_log.append(stats)
         self.memory.succeeded()
         return batch, slices, results

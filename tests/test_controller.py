@@ -154,7 +154,8 @@ def tiny_case(seed):
     trees = [random_tree(rng, int(rng.integers(0, 6))) for _ in range(2)]
     cost = StepCostModel.fixed(base=float(rng.uniform(0.001, 0.02)), per_request=float(rng.uniform(0, 0.002)),
                                per_query_token=float(rng.choice([0.0, rng.uniform(0, 0.005)])),
-                               per_kv_token=1e-7, past_knee=float(rng.uniform(0, 0.01)), knee=int(rng.integers(1, 8)))
+                               per_kv_token=1e-7, past_knee=float(rng.uniform(0, 0.01)), knee=int(rng.integers(1, 8)),
+                               padded=bool(rng.integers(2)))  # a staircase: the CPU's padded rows
     budget = TreeBudget(int(rng.integers(1, 6)), int(rng.integers(1, 5)))
     chains = [int(rng.integers(1, 3)) for _ in trees]
     return trees, chains, [int(rng.integers(0, 500)) for _ in trees], cost, budget
@@ -162,10 +163,11 @@ def tiny_case(seed):
 
 @pytest.mark.parametrize("seed", range(300))
 def test_greedy_equals_brute_force_optimum(seed):
-    """Exact optimality, not an approximation bound: the cost is convex in query tokens
-    (non-negative hinge) and path probabilities never grow along a path, so G over
-    the greedy prefix is unimodal and its first peak is the best selection of all
-    (proof in controller.py). Checked against every valid selection of 2 trees."""
+    """Exact optimality, not an approximation bound: the cost depends on the node count
+    alone and path probabilities never grow along a path, so the best prefix of the
+    probability order is the best selection of all, for a convex cost and for the
+    CPU's staircase alike (proof in controller.py). Checked against every valid
+    selection of 2 trees."""
     trees, chains, kvs, cost, budget = tiny_case(seed)
     ctl = GoodputController("goodput", cost, max_budget=budget)
     chosen = ctl.select(trees, chains, kvs)
