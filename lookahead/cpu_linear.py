@@ -41,10 +41,9 @@ class RowGemmLinear(nn.Linear):
         if rows > MAX_ROWS or x.dtype != torch.float32 or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, x.shape[-1])
-        padded = int(padded_rows(rows))
-        if padded > rows:
-            flat = torch.cat([flat, flat.new_zeros(padded - rows, flat.shape[1])])
-        y = (self.weight @ flat.t()).t()[:rows].contiguous()
+        if _PADDED[rows] > rows:
+            flat = F.pad(flat, (0, 0, 0, _PADDED[rows] - rows))
+        y = torch.mm(self.weight, flat.t()).t()[:rows].contiguous()
         if self.bias is not None:
             y += self.bias
         return y.view(*x.shape[:-1], y.shape[-1])
@@ -60,6 +59,9 @@ def padded_rows(rows):
     rows = np.asarray(rows, np.float64)
     pow2 = np.maximum(2.0, np.exp2(np.ceil(np.log2(np.maximum(rows, 1.0)))))
     return np.where(rows <= MAX_ROWS, pow2, rows)
+
+
+_PADDED = [0] + [int(r) for r in padded_rows(np.arange(1, MAX_ROWS + 1))]  # rows -> padded, for the forward
 
 
 def use_row_gemm(model: nn.Module, on: bool = True) -> None:
