@@ -41,6 +41,7 @@ def benches(out: Path) -> list[Bench]:
         Bench("e2e", "bench_e2e",
               ["--workloads", "gec", "rag", "--limit", "2", "--max-new-tokens", "48", "--json", str(out / "e2e.json")],
               ["--workloads", "gec", "rag", "--limit", "8", "--max-new-tokens", "128", "--json", str(out / "e2e.json")]),
+        Bench("linear-layout", "bench_linear", ["--rows", "1", "2", "4", "8", "16", "33", "--repeats", "3"], []),
         Bench("replay", "bench_replay",
               [gec, rag, "--budgets", "16", "64", "--no-arctic"],
               [gec, rag, "--budgets", "16", "64", "--json", str(out / "replay.json")]),

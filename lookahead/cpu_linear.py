@@ -3,15 +3,16 @@
 A decode or verify step multiplies a handful of activation rows by every weight
 matrix. `F.linear` computes x @ Wᵀ, which MKL runs as a GEMV at one row and as a skinny
 GEMM at a few; the same product computed as W @ xᵀ, with the rows padded to a power of
-two, reads the weights at up to twice the speed. SmolLM2's 210 body matrices, fp32, on
-the project's 2-core VM (eval/RESULTS.md §1):
+two, reads the weights up to three times as fast. SmolLM2's 210 body matrices, fp32, on
+the project's 2-core VM (`python -m lookahead.eval.bench_linear`, eval/RESULTS.md §1):
 
-    rows          1    2    4    8   16   33
-    x @ Wᵀ  ms   37   58   43   51   54   72
-    W @ xᵀ  ms   38   21   22   33   45   74   (3 rows: 21-30, 13-15 rows: 72-88: hence the padding)
+    rows                1     2     3     4     8    16    33
+    x @ Wᵀ        ms   38.6  59.3  70.6  53.6  43.8  50.8  73.5
+    W @ xᵀ padded ms   21.5  20.0  27.4  25.8  39.0  51.0  72.8
 
 Above 16 rows (prefill) the layouts cost the same and `F.linear` is kept, as it is on a
-GPU and in other dtypes, where the layout was not measured to pay.
+GPU and in other dtypes, where the layout was not measured to pay. (Unpadded, W @ xᵀ
+took 72-88 ms at 13-15 rows: hence the padding.)
 
 >>> import torch
 >>> layer = torch.nn.Linear(4, 3)

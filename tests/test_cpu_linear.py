@@ -41,3 +41,11 @@ def test_switch_keeps_parameters_and_tied_weights_and_undoes():
 
 def test_padded_rows_are_powers_of_two_up_to_sixteen():
     assert padded_rows(list(range(1, 20))).tolist() == [2, 2, 4, 4] + [8] * 4 + [16] * 8 + [17, 18, 19]
+
+
+def test_layout_benchmark_runs_on_the_real_model(smollm2, capsys):
+    from lookahead.eval import bench_linear
+
+    bench_linear.main(["--rows", "1", "3", "--repeats", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
+    assert len(rows) == 2 and all(float(r.split("|")[-2]) > 0 for r in rows)
