@@ -11,7 +11,8 @@ request so that the machine's drift favours none:
               built as `lookahead run --workload` builds it (task, sources, documents)
 
 Reports τ (output tokens per target forward), tokens/s, speedup over hf-greedy and over
-our plain decoding, and the fraction of outputs identical to our plain greedy output.
+our plain decoding, the fraction of outputs identical to our plain greedy output, and for
+our engines what a decode step verified (query tokens: 1 + draft nodes) and took.
 
   python -m lookahead.eval.bench_e2e --workloads gec rag --limit 8 --max-new-tokens 128
 """
@@ -47,6 +48,8 @@ class Row:
     tokens_per_s: float = 0.0
     speedup_vs_hf: float = 0.0
     speedup_vs_plain: float = 0.0
+    decode_rows: float | None = None  # our engines: mean query tokens of a decode step (1 + draft nodes)
+    decode_step_ms: float | None = None  # our engines: mean wall time of a decode step
 
 
 class ForwardCounter:
@@ -119,6 +122,8 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> lis
     first = next(iter(prompts.values()))
     for system in order:  # warm-up: the first call of each path pays one-off set-up
         run_system(system, model, "warm-up", first, 4, engines)
+    for engine in engines.values():
+        engine.step_log.clear()
     outputs = {s: {} for s in order}
     forwards = dict.fromkeys(order, 0)
     seconds = dict.fromkeys(order, 0.0)
@@ -134,6 +139,11 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> lis
         rows.append(Row(workload, system, len(prompts), tokens, forwards[system], seconds[system],
                         sum(outputs[system][r] == outputs["plain"][r] for r in prompts),
                         tau=tokens / max(1, forwards[system]), tokens_per_s=tokens / seconds[system]))
+    for r in rows:
+        if r.system in engines:
+            decode = [st for st in engines[r.system].step_log if st.query_tokens - st.draft_nodes == st.requests]
+            r.decode_rows = sum(st.query_tokens for st in decode) / len(decode)
+            r.decode_step_ms = 1000 * sum(st.seconds for st in decode) / len(decode)
     by = {r.system: r for r in rows}
     for r in rows:
         r.speedup_vs_hf = r.tokens_per_s / by["hf-greedy"].tokens_per_s
@@ -144,9 +154,11 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> lis
 def markdown(rows: list[Row]) -> str:
     return markdown_table(
         ["workload", "system", "requests", "output tokens", "τ", "tokens/s", "× HF greedy", "× our plain",
-         "identical to greedy"],
+         "identical to greedy", "rows / decode step", "decode step ms"],
         [[r.workload, r.system, r.requests, r.output_tokens, f"{r.tau:.2f}", f"{r.tokens_per_s:.1f}",
-          f"{r.speedup_vs_hf:.2f}", f"{r.speedup_vs_plain:.2f}", f"{r.identical}/{r.requests}"] for r in rows])
+          f"{r.speedup_vs_hf:.2f}", f"{r.speedup_vs_plain:.2f}", f"{r.identical}/{r.requests}",
+          "—" if r.decode_rows is None else f"{r.decode_rows:.1f}",
+          "—" if r.decode_step_ms is None else f"{r.decode_step_ms:.0f}"] for r in rows])
 
 
 def main(argv=None) -> None:

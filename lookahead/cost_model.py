@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .cpu_linear import padded_rows
+from .cpu_linear import MAX_ROWS, padded_rows
 
 MIN_STEP_SECONDS = 1e-6  # a floor so that goodput (tokens / seconds) stays finite
 
@@ -111,12 +111,21 @@ class StepCostModel:
     max_ratio       after that, an observation above max_ratio × the current prediction is clipped to it:
                     one Triton compile or GC pause must not teach the controller that
                     tokens are expensive for the next hundred steps
+
+    With a padded prior (the CPU in fp32) the model also keeps the mean measured time of
+    each stair: (requests, padded rows) up to cpu_linear.MAX_ROWS, recent steps weighted
+    most. Once a stair has `stair_min` steps its mean replaces the line there: the stairs
+    do not lie on a line (on the project's VM a decode step took 39, 59, 87 and 105 ms at
+    2, 4, 8 and 16 rows), and a line through them made 8 rows look cheaper than they are.
+    A stair the controller never picks keeps the line's price.
     """
 
     def __init__(self, prior: CostCoefficients | None = None, prior_weight: float = 0.1, forget: float = 0.999,
-                 max_ratio: float = 4.0, trust_first: int = 32):
+                 max_ratio: float = 4.0, trust_first: int = 32, stair_forget: float = 0.95, stair_min: int = 3):
         self.prior = prior or CostCoefficients()
         self.forget, self.max_ratio, self.trust_first = forget, max_ratio, trust_first
+        self.stair_forget, self.stair_min = stair_forget, stair_min
+        self._stairs: dict[tuple[int, int], list[float]] = {}  # (requests, padded rows) -> [Σ w·s, Σ w, steps]
         x = self.prior.features(*np.array(PRIOR_BATCHES, np.float64).T)  # [P, 5]
         self._prior_h = prior_weight * x.T @ x  # [5, 5]
         self._prior_g = prior_weight * x.T @ (x @ self.prior.vector())  # [5]
@@ -146,7 +155,15 @@ class StepCostModel:
 
     def predict(self, requests, query_tokens, kv_tokens):
         """Seconds for one step of this batch; `query_tokens` may be an array."""
-        return self.coefficients.predict(requests, query_tokens, kv_tokens)
+        line = self.coefficients.predict(requests, query_tokens, kv_tokens)
+        if not self._stairs:
+            return line
+        rows = padded_rows(query_tokens)
+        out = np.array(line, np.float64)
+        for (r, stair), (total, weight, steps) in self._stairs.items():
+            if r == requests and steps >= self.stair_min:
+                out = np.where(rows == stair, total / weight, out)
+        return out if out.ndim else float(out)
 
     def observe(self, requests: int, query_tokens: int, kv_tokens: int, seconds: float) -> None:
         """Learn from one measured step."""
@@ -155,6 +172,11 @@ class StepCostModel:
         seconds = float(seconds)
         if self.observations >= self.trust_first:
             seconds = min(seconds, self.max_ratio * self._last_fit.predict(requests, query_tokens, kv_tokens))
+        if self.prior.padded and query_tokens <= MAX_ROWS:
+            stair = self._stairs.setdefault((int(requests), int(padded_rows(query_tokens))), [0.0, 0.0, 0])
+            stair[0] = self.stair_forget * stair[0] + seconds
+            stair[1] = self.stair_forget * stair[1] + 1.0
+            stair[2] += 1
         x = self.prior.features(requests, query_tokens, kv_tokens)
         self._h *= self.forget
         self._g *= self.forget

@@ -16,4 +16,6 @@ def test_bench_e2e_runs_every_system_and_all_agree(tiny_model_dir, tmp_path, cap
         (w, s) for w in ("gec", "rag") for s in ("plain", "hf-greedy", "hf-pld", "prompt-lookup/fixed", "auto/goodput")]
     # fp32 greedy: Hugging Face and every drafter give our plain output, token for token
     assert all(r["identical"] == r["requests"] == 2 and r["output_tokens"] > 0 for r in rows), rows
+    assert all((r["decode_rows"] is None) == r["system"].startswith("hf-") for r in rows)
+    assert all(r["decode_rows"] == 1.0 for r in rows if r["system"] == "plain")  # no draft, one row
     assert "| gec | auto/goodput |" in capsys.readouterr().out
