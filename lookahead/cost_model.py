@@ -77,12 +77,13 @@ class CostCoefficients:
 
 # On a CPU a forward is compute-bound from the first extra query token, and in fp32 its linear
 # layers multiply the rows padded to a power of two (cpu_linear.py), so a step costs what its
-# padded rows cost. On the project's 2-core VM, SmolLM2 fp32 decode steps took 39 ms at 1 query
-# token (2 rows), 72 ms at ~5 (8 rows), 91 ms at ~9 (16 rows): about 30 ms plus 4 ms a row
-# (eval/RESULTS.md §1). Only the shape of the prior matters: steps set the scale, but when
-# every step verifies a similar number of tokens the fit cannot tell base from slope, and the
-# prior's ratio decides. The ratio is the machine's compute over its memory bandwidth, so it
-# holds for larger models on the same CPU.
+# padded rows cost. On the project's 2-core VM SmolLM2's decode steps took 48, 59, 87 and
+# 105 ms at 2, 4, 8 and 16 rows (eval/RESULTS.md §1), about 40 ms plus 4 ms a row on a line.
+# The prior below (30 ms plus 4 ms a row, set before those steps were measured) is close
+# enough: only its shape matters. Steps set the scale (and, once measured, each stair's own
+# price: StepCostModel), but when every step verifies a similar number of tokens the fit
+# cannot tell base from slope, and the prior's ratio decides. The ratio is the machine's
+# compute over its memory bandwidth, so it holds for larger models on the same CPU.
 CPU_PRIOR = CostCoefficients(base=0.03, per_query_token=0.004, past_knee=0.0, padded=True)
 
 
@@ -115,8 +116,9 @@ class StepCostModel:
     With a padded prior (the CPU in fp32) the model also keeps the mean measured time of
     each stair: (requests, padded rows) up to cpu_linear.MAX_ROWS, recent steps weighted
     most. Once a stair has `stair_min` steps its mean replaces the line there: the stairs
-    do not lie on a line (on the project's VM a decode step took 39, 59, 87 and 105 ms at
-    2, 4, 8 and 16 rows), and a line through them made 8 rows look cheaper than they are.
+    do not lie on a line (on the project's VM SmolLM2's decode steps took 48, 59, 87 and
+    105 ms at 2, 4, 8 and 16 rows, eval/RESULTS.md §1), and a line through them made 8
+    rows look cheaper than they are.
     A stair the controller never picks keeps the line's price.
     """
 
