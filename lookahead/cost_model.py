@@ -118,12 +118,13 @@ class StepCostModel:
     most. Once a stair has `stair_min` steps its mean replaces the line there: the stairs
     do not lie on a line (on the project's VM SmolLM2's decode steps took 48, 59, 87 and
     105 ms at 2, 4, 8 and 16 rows, eval/RESULTS.md §1), and a line through them made 8
-    rows look cheaper than they are.
+    rows look cheaper than they are. One step is enough: a stair priced too high is only
+    not tried again, and one priced too low is corrected by the next step that buys it.
     A stair the controller never picks keeps the line's price.
     """
 
     def __init__(self, prior: CostCoefficients | None = None, prior_weight: float = 0.1, forget: float = 0.999,
-                 max_ratio: float = 4.0, trust_first: int = 32, stair_forget: float = 0.95, stair_min: int = 3):
+                 max_ratio: float = 4.0, trust_first: int = 32, stair_forget: float = 0.95, stair_min: int = 1):
         self.prior = prior or CostCoefficients()
         self.forget, self.max_ratio, self.trust_first = forget, max_ratio, trust_first
         self.stair_forget, self.stair_min = stair_forget, stair_min
