@@ -67,11 +67,6 @@ def pack_mask(dense: torch.Tensor) -> torch.Tensor:
     return shifted.sum(-1)  # bits are disjoint, so the sum is the bitwise or (wraps into bit 63)
 
 
-def gather_prefix(cache: torch.Tensor, blocks: torch.Tensor, length: int) -> torch.Tensor:
-    """[length, Hkv, D]: the first `length` cached positions of one request."""
-    return cache.reshape(-1, *cache.shape[2:])[prefix_rows(blocks, length, cache.shape[1])]
-
-
 def prefix_rows(blocks: torch.Tensor, length: int, block_size: int) -> torch.Tensor:
     """int64 [length]: the rows of the flattened cache [blocks * block, Hkv, D] that hold a request's prefix."""
     n_blocks = -(-length // block_size)

@@ -133,7 +133,6 @@ class Lookahead:
         )
 
 
-
 def failed_result(rid: str, error: str) -> Result:
     """The Result of a request that never ran."""
     return Result(rid, "", [], 0, 0, 0, 0.0, 0.0, 0, 0, "error", error)

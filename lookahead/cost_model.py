@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .cpu_linear import MAX_ROWS, padded_rows
+from .cpu_linear import MAX_ROWS, padded_rows, pads_rows
 
 MIN_STEP_SECONDS = 1e-6  # a floor so that goodput (tokens / seconds) stays finite
 
@@ -87,11 +87,11 @@ class CostCoefficients:
 CPU_PRIOR = CostCoefficients(base=0.03, per_query_token=0.004, past_knee=0.0, padded=True)
 
 
-def prior_for(device, dtype=None) -> CostCoefficients:
-    """The cost curve to start from for a model on `device` ("cpu", "cuda:1", ...) in `dtype`."""
-    if not str(device).startswith("cpu"):
+def prior_for(device: torch.device, dtype: torch.dtype) -> CostCoefficients:
+    """The cost curve to start from for a model on `device` in `dtype`."""
+    if device.type != "cpu":
         return CostCoefficients()
-    return CPU_PRIOR if dtype in (None, torch.float32) else replace(CPU_PRIOR, padded=False)
+    return replace(CPU_PRIOR, padded=pads_rows(device, dtype))
 
 
 # Batches at which the prior speaks: (requests, query tokens, KV tokens). They span
@@ -115,7 +115,7 @@ class StepCostModel:
 
     With a padded prior (the CPU in fp32) the model also keeps the mean measured time of
     each stair: (requests, padded rows) up to cpu_linear.MAX_ROWS, recent steps weighted
-    most. Once a stair has `stair_min` steps its mean replaces the line there: the stairs
+    most. Once a stair is measured its mean replaces the line there: the stairs
     do not lie on a line (on the project's VM SmolLM2's decode steps took 48, 59, 87 and
     105 ms at 2, 4, 8 and 16 rows, eval/RESULTS.md §1), and a line through them made 8
     rows look cheaper than they are. One step is enough: a stair priced too high is only
@@ -124,11 +124,11 @@ class StepCostModel:
     """
 
     def __init__(self, prior: CostCoefficients | None = None, prior_weight: float = 0.1, forget: float = 0.999,
-                 max_ratio: float = 4.0, trust_first: int = 32, stair_forget: float = 0.95, stair_min: int = 1):
+                 max_ratio: float = 4.0, trust_first: int = 32, stair_forget: float = 0.95):
         self.prior = prior or CostCoefficients()
         self.forget, self.max_ratio, self.trust_first = forget, max_ratio, trust_first
-        self.stair_forget, self.stair_min = stair_forget, stair_min
-        self._stairs: dict[tuple[int, int], list[float]] = {}  # (requests, padded rows) -> [Σ w·s, Σ w, steps]
+        self.stair_forget = stair_forget
+        self._stairs: dict[tuple[int, int], list[float]] = {}  # (requests, padded rows) -> [Σ w·seconds, Σ w]
         x = self.prior.features(*np.array(PRIOR_BATCHES, np.float64).T)  # [P, 5]
         self._prior_h = prior_weight * x.T @ x  # [5, 5]
         self._prior_g = prior_weight * x.T @ (x @ self.prior.vector())  # [5]
@@ -163,8 +163,8 @@ class StepCostModel:
             return line
         rows = padded_rows(query_tokens)
         out = np.array(line, np.float64)
-        for (r, stair), (total, weight, steps) in self._stairs.items():
-            if r == requests and steps >= self.stair_min:
+        for (r, stair), (total, weight) in self._stairs.items():
+            if r == requests:
                 out = np.where(rows == stair, total / weight, out)
         return out if out.ndim else float(out)
 
@@ -176,10 +176,9 @@ class StepCostModel:
         if self.observations >= self.trust_first:
             seconds = min(seconds, self.max_ratio * self._last_fit.predict(requests, query_tokens, kv_tokens))
         if self.prior.padded and query_tokens <= MAX_ROWS:
-            stair = self._stairs.setdefault((int(requests), int(padded_rows(query_tokens))), [0.0, 0.0, 0])
+            stair = self._stairs.setdefault((int(requests), int(padded_rows(query_tokens))), [0.0, 0.0])
             stair[0] = self.stair_forget * stair[0] + seconds
             stair[1] = self.stair_forget * stair[1] + 1.0
-            stair[2] += 1
         x = self.prior.features(requests, query_tokens, kv_tokens)
         self._h *= self.forget
         self._g *= self.forget

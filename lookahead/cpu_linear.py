@@ -39,7 +39,7 @@ class RowGemmLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        if rows > MAX_ROWS or x.dtype != torch.float32 or x.device.type != "cpu":
+        if rows > MAX_ROWS or not pads_rows(x.device, x.dtype):
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, x.shape[-1])
         if _PADDED[rows] > rows:
@@ -48,6 +48,11 @@ class RowGemmLinear(nn.Linear):
         if self.bias is not None:
             y += self.bias
         return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def pads_rows(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a model's forward on `device` in `dtype` takes the padded W @ xᵀ layout (fp32 on the CPU)."""
+    return device.type == "cpu" and dtype == torch.float32
 
 
 def padded_rows(rows):

@@ -165,8 +165,8 @@ class Engine:
         )
         self.eos = set(eos_token_ids if eos_token_ids is not None else default_eos(model, tokenizer))
         budget = TreeBudget(self.config.max_nodes, self.config.max_depth)
-        self.controller = GoodputController(self.config.controller, StepCostModel(prior_for(self.device, self.cache.k.dtype)),
-                                            fixed_budget=budget, max_budget=budget)
+        cost_model = StepCostModel(prior_for(self.device, self.cache.k.dtype))
+        self.controller = GoodputController(self.config.controller, cost_model, fixed_budget=budget, max_budget=budget)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.step_log: list[StepStats] = []

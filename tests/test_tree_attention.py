@@ -138,8 +138,9 @@ def test_chain_equals_causal_attention():
     q, k_new, v_new, k_cache, v_cache, block_table = args[:6]
     out = tree_attention_triton(*args, num_splits=3, min_chunk=16)
     # The whole sequence, prefix then chain, through causal SDPA; the last n_new rows must match.
-    k = torch.cat([ta.gather_prefix(k_cache, block_table[0], prefix), k_new])  # [L, Hkv, D]
-    v = torch.cat([ta.gather_prefix(v_cache, block_table[0], prefix), v_new])
+    rows = ta.prefix_rows(block_table[0], prefix, k_cache.shape[1])
+    k = torch.cat([k_cache.reshape(-1, kv_heads, d)[rows], k_new])  # [L, Hkv, D]
+    v = torch.cat([v_cache.reshape(-1, kv_heads, d)[rows], v_new])
     q_all = torch.cat([torch.randn(prefix, kv_heads * group, d, device=q.device), q])
     expect = F.scaled_dot_product_attention(
         q_all.transpose(0, 1), k.transpose(0, 1).repeat_interleave(group, 0),
