@@ -164,13 +164,15 @@ def _keys(flat_cache: torch.Tensor, prefix: torch.Tensor, new: torch.Tensor) -> 
 def tree_attention(
     q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, scale: float,
     *, window: int | None = None, softcap: float | None = None, positions: torch.Tensor | None = None,
-    plans: dict | None = None,
+    plans: dict | None = None, exact: bool = True,
 ) -> torch.Tensor:
-    """The Triton kernel (tree_attention_triton.py) for CUDA tensors, the reference elsewhere.
+    """The Triton kernel (tree_attention_triton.py) for CUDA tensors; on the CPU the tree-invariant
+    path (invariant_attention.py) when `exact`, else this reference, which is faster but reduces
+    a tree node's keys in another order than plain decoding does.
 
     LOOKAHEAD_TRITON_INTERPRET_TEST=1 sends CPU tensors to the kernel too (tests, with
     TRITON_INTERPRET=1). Triton is imported only when the kernel is used. `plans` is the
-    reference's per-step memo (see there); the kernel needs none.
+    CPU paths' per-step memo (see there); the kernel needs none.
     """
     args = (q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, scale)
     options = dict(window=window, softcap=softcap, positions=positions)
@@ -178,4 +180,8 @@ def tree_attention(
         from .tree_attention_triton import tree_attention_triton
 
         return tree_attention_triton(*args, **options)
+    if exact:
+        from .invariant_attention import tree_attention_invariant
+
+        return tree_attention_invariant(*args, **options, plans=plans)
     return tree_attention_reference(*args, **options, plans=plans)

@@ -42,6 +42,7 @@ class StepAttention:
     positions: torch.Tensor
     scratch_k: torch.Tensor
     scratch_v: torch.Tensor
+    exact: bool = True  # the tree-invariant CPU path (kernels/invariant_attention.py)
     plans: dict = field(default_factory=dict)
 
 
@@ -79,6 +80,7 @@ def lookahead_attention(module, query, key, value, attention_mask, scaling=None,
         softcap=softcap,
         positions=step.positions,
         plans=step.plans,
+        exact=step.exact,
     )
     return out.unsqueeze(0), None
 

@@ -35,7 +35,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .cpu_linear import MAX_ROWS, padded_rows, pads_rows
+from .cpu_linear import padded_rows, pads_rows
+from lookahead.kernels.invariant_gemm import MIN_COLUMNS as MAX_ROWS  # rows at or below this are one stair
 
 MIN_STEP_SECONDS = 1e-6  # a floor so that goodput (tokens / seconds) stays finite
 
@@ -87,11 +88,11 @@ class CostCoefficients:
 CPU_PRIOR = CostCoefficients(base=0.03, per_query_token=0.004, past_knee=0.0, padded=True)
 
 
-def prior_for(device: torch.device, dtype: torch.dtype) -> CostCoefficients:
-    """The cost curve to start from for a model on `device` in `dtype`."""
+def prior_for(device: torch.device, dtype: torch.dtype, exact: bool = True) -> CostCoefficients:
+    """The cost curve to start from for a model on `device` in `dtype` (`exact`: the invariant layout)."""
     if device.type != "cpu":
         return CostCoefficients()
-    return replace(CPU_PRIOR, padded=pads_rows(device, dtype))
+    return replace(CPU_PRIOR, padded=exact and pads_rows(device, dtype))
 
 
 # Batches at which the prior speaks: (requests, query tokens, KV tokens). They span

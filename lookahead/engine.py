@@ -28,7 +28,7 @@ from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
 from .attention import StepAttention
 from .controller import GoodputController
 from .cost_model import StepCostModel, prior_for
-from .cpu_linear import use_row_gemm
+from .cpu_linear import use_invariant_linear
 from .kv_cache import PagedKVCache
 
 
@@ -45,6 +45,7 @@ class EngineConfig:
     kv_cache_tokens: int = 32768  # KV cache size, in tokens over all requests
     block_size: int = 16  # KV positions per cache block
     prefill_chunk: int = 1024  # prompt tokens per forward at most
+    exact: bool = True  # tree-invariant verification: output == plain decoding bit for bit, in any dtype (CPU)
 
 
 @dataclass
@@ -144,10 +145,10 @@ class Engine:
     def __init__(self, model, tokenizer=None, drafter: Drafter | None = None, config: EngineConfig | None = None,
                  eos_token_ids: list[int] | None = None, clock=time.perf_counter):
         self.model = model
-        use_row_gemm(model)  # a step's few rows, in the layout the CPU's BLAS serves fastest
         self.tokenizer = tokenizer
         self.drafter = drafter
         self.config = config or EngineConfig()
+        use_invariant_linear(model, on=self.config.exact)  # every row computed as if alone (cpu_linear.py)
         self.clock = clock
         self.device = next(model.parameters()).device
         cfg = model.config
@@ -165,7 +166,7 @@ class Engine:
         )
         self.eos = set(eos_token_ids if eos_token_ids is not None else default_eos(model, tokenizer))
         budget = TreeBudget(self.config.max_nodes, self.config.max_depth)
-        cost_model = StepCostModel(prior_for(self.device, self.cache.k.dtype))
+        cost_model = StepCostModel(prior_for(self.device, self.cache.k.dtype, self.config.exact))
         self.controller = GoodputController(self.config.controller, cost_model, fixed_budget=budget, max_budget=budget)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -348,7 +349,7 @@ class Engine:
         scratch_shape = (cfg.num_hidden_layers, n, *self.cache.k.shape[3:])
         step = StepAttention(
             cache=self.cache, block_table=block_table, kv_lens=inputs.kv_lens, qo_indptr=inputs.qo_indptr,
-            tree_mask=inputs.tree_mask, positions=inputs.position_ids,
+            tree_mask=inputs.tree_mask, positions=inputs.position_ids, exact=self.config.exact,
             scratch_k=torch.empty(scratch_shape, dtype=self.cache.k.dtype, device=self.device),
             scratch_v=torch.empty(scratch_shape, dtype=self.cache.v.dtype, device=self.device),
         )

@@ -1,0 +1,264 @@
+"""Tree attention whose every query row is computed exactly as plain decoding computes it (CPU).
+
+Same contract as `tree_attention_reference` (tree_attention.py), and one more promise: the
+output row of a query is bitwise independent of the other queries, trees and requests in
+the call, and equal to what the call gives for the same token decoded alone (one new token,
+its ancestors already in the cache). That is what makes speculative output equal plain
+output in every dtype.
+
+How: a query at position p reduces over exactly the keys at positions 0..p that it sees, in
+position order, in fixed blocks of BLOCK positions aligned at position 0, whatever part of
+them is cached, part of the causal chain or one of its tree ancestors:
+
+  * keys every query of a request sees (its cached prefix, then its causal chain: the
+    prompt chunk or the bonus token) are scored in blocks [BLOCK, D] @ [D, queries];
+  * a tree node's blocks from the one holding the first tree position on are gathered per
+    node: the shared keys of that block, then its ancestors at their positions;
+  * scores, the max and exp are elementwise; each block's weighted sum of values and of
+    ones (the softmax denominator) is one product [D + 1, BLOCK] @ [BLOCK, queries]; the
+    blocks are summed in position order by a sequential scan (cumsum), so blocks that hold
+    nothing (zeros) change nothing.
+
+Every product has fixed M and K and at least MIN_COLUMNS columns (invariant_gemm.py), and
+the query's key blocks are the same blocks in both calls, so the same floating-point
+operations run in the same order.
+
+A long prefill chunk (more than MAX_TREE_ROWS new tokens and no tree) goes to SDPA instead:
+it is the same chunk of the same request in plain and speculative decoding, so a
+deterministic kernel is enough there, and SDPA tiles it.
+
+>>> import torch
+>>> q = k = v = torch.ones(2, 1, 4)
+>>> cache = torch.zeros(1, 16, 1, 4)
+>>> out = tree_attention_invariant(q, k, v, cache, cache, torch.zeros(1, 1, dtype=torch.int32),
+...     torch.zeros(1, dtype=torch.int32), torch.tensor([0, 2], dtype=torch.int32),
+...     torch.tensor([[0b01], [0b11]]), scale=0.5, positions=torch.tensor([0, 1]))
+>>> out[:, 0].tolist()
+[[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .invariant_gemm import pad_columns
+from .tree_attention import prefix_rows, unpack_mask
+
+BLOCK = 64  # key positions per block
+MAX_TREE_ROWS = 128  # more new tokens than this, with no tree, is a prefill chunk (SDPA)
+
+
+@dataclass
+class InvariantPlan:
+    """One request's layer-invariant part of a step (built once per step and window).
+
+    rows           (s, e): its new tokens are rows s:e of q, k_new and v_new; T = e - s
+    chain          c: new tokens 0..c-1 are a causal chain that every later token sees
+    prefix         int64 [n]: its cached positions as rows of the flattened cache
+    shared_visible bool [NB_S * BLOCK, T]: key position (cache, then chain) seen by token t
+                   through the shared blocks (tree nodes: only below tail_start)
+    tail_start     first position of the tree nodes' own blocks (a multiple of BLOCK)
+    tail_index     int64 [T - c, NB_T * BLOCK]: for tree node i and position tail_start + j,
+                   the row of [shared keys (NB_S * BLOCK), new keys (T), a zero row] it reads
+    tail_visible   bool [T - c, NB_T * BLOCK]
+    sdpa_mask      bool [T, n + T] for a long prefill chunk (SDPA), else None
+    """
+
+    rows: tuple[int, int]
+    chain: int
+    prefix: torch.Tensor
+    shared_visible: torch.Tensor
+    tail_start: int
+    tail_index: torch.Tensor
+    tail_visible: torch.Tensor
+    sdpa_mask: torch.Tensor | None = None
+
+
+def causal_chain(tree: torch.Tensor, positions: torch.Tensor, n_prefix: int) -> int:
+    """c: how many leading new tokens form a causal chain at positions n, n+1, ... that every later token sees.
+
+    >>> chain = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool)  # token 0, then two siblings
+    >>> causal_chain(chain, torch.tensor([5, 6, 6]), 5)
+    1
+    """
+    t = tree.shape[0]
+    idx = torch.arange(t, device=tree.device)
+    lower = idx[None, :] <= idx[:, None]
+    exact_row = (tree == lower).all(1)  # sees exactly tokens 0..i
+    seen_after = (tree | ~lower).all(0)  # every token i' >= j sees j
+    good = exact_row & seen_after & (positions.to(tree.device) == n_prefix + idx)
+    return int(torch.cumprod(good.int(), 0).sum())
+
+
+def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, positions, block_size: int, *,
+                   window: int | None = None) -> list[InvariantPlan]:
+    indptr, lens = qo_indptr.tolist(), kv_lens.tolist()
+    out = []
+    for b, n in enumerate(lens):
+        s, e = indptr[b], indptr[b + 1]
+        if e == s:
+            continue
+        t = e - s
+        tree = unpack_mask(tree_mask[s:e], t)
+        pos = positions[s:e].to(tree.device, torch.int64)
+        c = causal_chain(tree, pos, n)
+        prefix = prefix_rows(block_table[b], n, block_size)
+        if c == t and t > MAX_TREE_ROWS:
+            k_pos = torch.cat([torch.arange(n, device=tree.device), pos])
+            vis = k_pos[None, :] <= pos[:, None]
+            if window is not None:
+                vis &= (pos[:, None] - k_pos[None, :]) < window
+            out.append(InvariantPlan((s, e), c, prefix, vis, 0, vis.new_zeros(0, 0, dtype=torch.int64),
+                                     vis.new_zeros(0, 0), sdpa_mask=vis))
+            continue
+        n_shared = n + c
+        nb_s = -(-n_shared // BLOCK)
+        key_pos = torch.arange(nb_s * BLOCK, device=tree.device)
+        tail_start = (n_shared // BLOCK) * BLOCK if c < t else nb_s * BLOCK
+        limit = torch.where(torch.arange(t, device=tree.device) < c, pos + 1,
+                            torch.full_like(pos, tail_start))  # shared positions below this, per token
+        shared = (key_pos[:, None] < limit[None, :]) & (key_pos[:, None] < n_shared)
+        if window is not None:
+            shared &= (pos[None, :] - key_pos[:, None]) < window
+        tail_index = torch.zeros(t - c, 0, dtype=torch.int64)
+        tail_visible = torch.zeros(t - c, 0, dtype=torch.bool)
+        if c < t:
+            nodes = pos[c:]
+            nb_t = -(-(int(nodes.max()) + 1 - tail_start) // BLOCK)
+            width = nb_t * BLOCK
+            zero_row = nb_s * BLOCK + t
+            tail_index = torch.full((t - c, width), zero_row, dtype=torch.int64)
+            own = torch.arange(tail_start, min(n_shared, tail_start + width))
+            tail_index[:, : len(own)] = own  # the shared keys of the first tail block
+            i, j = torch.nonzero(tree[c:, c:], as_tuple=True)
+            slot = nodes[j] - tail_start
+            if torch.unique(i * width + slot).numel() != i.numel():
+                raise ValueError("tree attention needs one visible token per position (a valid tree)")
+            tail_index[i, slot] = nb_s * BLOCK + c + j
+            tail_visible = tail_index != zero_row
+            if window is not None:
+                tail_pos = tail_start + torch.arange(width)
+                tail_visible &= (nodes[:, None] - tail_pos[None, :]) < window
+        out.append(InvariantPlan((s, e), c, prefix, shared, tail_start, tail_index, tail_visible))
+    return out
+
+
+def tree_attention_invariant(
+    q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, scale: float,
+    *, window: int | None = None, softcap: float | None = None, positions: torch.Tensor | None = None,
+    plans: dict | None = None,
+) -> torch.Tensor:
+    """Shapes as tree_attention_reference; `positions` [ΣT] is required. plans: the per-step memo."""
+    if positions is None:
+        raise ValueError("invariant tree attention needs the new tokens' positions")
+    key = ("invariant", window)
+    plan = plans.get(key) if plans is not None else None
+    if plan is None:
+        plan = plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, positions, k_cache.shape[1], window=window)
+        if plans is not None:
+            plans[key] = plan
+    out = torch.empty_like(q)
+    kv_heads, d = k_new.shape[1], k_new.shape[2]
+    flat_k, flat_v = k_cache.reshape(-1, kv_heads, d), v_cache.reshape(-1, kv_heads, d)
+    for req in plan:
+        s, e = req.rows
+        if req.sdpa_mask is not None:
+            out[s:e] = _prefill_sdpa(q[s:e], k_new[s:e], v_new[s:e], flat_k, flat_v, req, scale, softcap)
+        else:
+            out[s:e] = _request(q[s:e], k_new[s:e], v_new[s:e], flat_k, flat_v, req, scale, softcap).to(q.dtype)
+    return out
+
+
+def _prefill_sdpa(q, k_new, v_new, flat_k, flat_v, req, scale, softcap):
+    keys = torch.cat([flat_k[req.prefix], k_new]).float().transpose(0, 1)
+    values = torch.cat([flat_v[req.prefix], v_new]).float().transpose(0, 1)
+    qh = q.float().transpose(0, 1)
+    group = q.shape[1] // k_new.shape[1]
+    if softcap is None:
+        o = F.scaled_dot_product_attention(qh, keys, values, attn_mask=req.sdpa_mask, scale=scale,
+                                           enable_gqa=group > 1)
+    else:
+        kg = keys.repeat_interleave(group, 0)
+        scores = softcap * torch.tanh(qh @ kg.transpose(1, 2) * scale / softcap)
+        o = scores.masked_fill(~req.sdpa_mask, float("-inf")).softmax(-1) @ values.repeat_interleave(group, 0)
+    return o.transpose(0, 1).to(q.dtype)
+
+
+def _scores(keys, queries, scale, softcap):
+    """keys [..., BLOCK, D] @ queries [..., D, N] -> scaled (and capped) scores [..., BLOCK, N]."""
+    s = torch.matmul(keys, queries) * scale
+    return softcap * torch.tanh(s / softcap) if softcap is not None else s
+
+
+def _request(q, k_new, v_new, flat_k, flat_v, req: InvariantPlan, scale, softcap):
+    """One request: q [T, Hq, D] -> fp32 [T, Hq, D]."""
+    t, hq, d = q.shape
+    hkv = k_new.shape[1]
+    g = hq // hkv
+    c = req.chain
+    nb_s = req.shared_visible.shape[0] // BLOCK
+    n = len(req.prefix)
+    # Shared keys and values (cache, then chain, zeros after), values with a ones column: [Hkv, NB_S*BLOCK, D(+1)]
+    keys = torch.zeros(nb_s * BLOCK, hkv, d, dtype=torch.float32)
+    vals = torch.zeros(nb_s * BLOCK, hkv, d + 1, dtype=torch.float32)
+    keys[:n], keys[n : n + c] = flat_k[req.prefix], k_new[:c]
+    vals[:n, :, :d], vals[n : n + c, :, :d] = flat_v[req.prefix], v_new[:c]
+    vals[:, :, d] = 1.0
+    keys, vals = keys.transpose(0, 1).contiguous(), vals.transpose(0, 1).contiguous()
+    # Queries as columns (token, head in group), padded: [Hkv, D, R']
+    cols = t * g
+    qt = q.float().view(t, hkv, g, d).permute(1, 3, 0, 2).reshape(hkv, d, cols)
+    r = pad_columns(cols)
+    qt = F.pad(qt, (0, r - cols)).contiguous()
+    vis = req.shared_visible.repeat_interleave(g, 1)
+    vis = F.pad(vis, (0, r - cols), value=True)  # padding columns: any finite values
+    scores = _scores(keys.view(hkv, nb_s, BLOCK, d), qt[:, None], scale, softcap).view(hkv, nb_s * BLOCK, r)
+    scores = scores.masked_fill(~vis, float("-inf"))
+    m = scores.amax(1)  # [Hkv, R']
+    tree_cols = slice(c * g, cols)
+    if c < t:
+        tail_keys, tail_vals, tail_scores = _tail(q, k_new, v_new, keys, vals, req, scale, softcap)
+        nb_t = tail_scores.shape[2]
+        m_tail = tail_scores.amax((2, 3))  # [Hkv, T - c, 16]
+        m_tree = torch.maximum(m[:, tree_cols].reshape(hkv, t - c, g), m_tail[..., :g])
+        m[:, tree_cols] = m_tree.reshape(hkv, -1)
+        m_tail[..., :g] = m_tree
+        tail_e = torch.exp(tail_scores - m_tail[:, :, None, None, :])
+        tail_out = torch.matmul(tail_vals, tail_e)  # [Hkv, T - c, NB_T, D + 1, 16]
+    e_shared = torch.exp(scores - m[:, None, :]).view(hkv, nb_s, BLOCK, r)
+    blocks_vt = vals.view(hkv, nb_s, BLOCK, d + 1).transpose(2, 3).contiguous()
+    shared_out = torch.matmul(blocks_vt, e_shared)  # [Hkv, NB_S, D + 1, R']
+    acc = torch.empty(hkv, d + 1, cols, dtype=torch.float32)
+    acc[..., : c * g] = shared_out[..., : c * g].cumsum(1)[:, -1]
+    if c < t:
+        tail_cols = tail_out[..., :g].permute(0, 2, 3, 1, 4).reshape(hkv, nb_t, d + 1, (t - c) * g)
+        seq = torch.cat([shared_out[..., tree_cols], tail_cols], dim=1)
+        acc[..., tree_cols] = seq.cumsum(1)[:, -1]
+    o = acc[:, :d] / acc[:, d:]  # [Hkv, D, cols]
+    return o.view(hkv, d, t, g).permute(2, 0, 3, 1).reshape(t, hq, d)
+
+
+def _tail(q, k_new, v_new, keys, vals, req: InvariantPlan, scale, softcap):
+    """Tree nodes' own blocks: keys [Hkv, T-c, NB_T, BLOCK, D], values transposed [.., D+1, BLOCK], scores [.., BLOCK, 16]."""
+    t, hq, d = q.shape
+    hkv = k_new.shape[1]
+    g = hq // hkv
+    c = req.chain
+    nodes = t - c
+    width = req.tail_index.shape[1]
+    nb_t = width // BLOCK
+    new_v = torch.cat([v_new.float(), torch.ones(t, hkv, 1)], dim=2).transpose(0, 1)
+    table_k = torch.cat([keys, k_new.float().transpose(0, 1), keys.new_zeros(hkv, 1, d)], dim=1)
+    table_v = torch.cat([vals, new_v, vals.new_zeros(hkv, 1, d + 1)], dim=1)
+    idx = req.tail_index.reshape(-1)
+    tail_k = table_k[:, idx].view(hkv, nodes, nb_t, BLOCK, d)
+    tail_v = table_v[:, idx].view(hkv, nodes, nb_t, BLOCK, d + 1).transpose(3, 4).contiguous()
+    cols = pad_columns(g)
+    qn = q[c:].float().view(nodes, hkv, g, d).permute(1, 0, 3, 2)  # [Hkv, nodes, D, G]
+    qn = F.pad(qn, (0, cols - g)).contiguous()
+    scores = _scores(tail_k, qn[:, :, None], scale, softcap)  # [Hkv, nodes, NB_T, BLOCK, 16]
+    vis = req.tail_visible.view(1, nodes, nb_t, BLOCK, 1)
+    scores = scores.masked_fill(~vis, float("-inf"))
+    return tail_k, tail_v, scores
