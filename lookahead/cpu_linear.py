@@ -2,19 +2,16 @@
 
 A verify step multiplies a tree's rows together, plain decoding one row; BLAS picks its
 kernels by the number of rows, so `F.linear` gives a row other bits among others than
-alone (fp32 at every shape, bf16 once K > 1024). `InvariantLinear` computes the same
-numbers in the layout that makes each row independent of the others
-(`lookahead.kernels.invariant_gemm`):
-
-  * fp32: W @ xᵀ with the rows as columns, padded to at least 16 (MKL's columns are
-    computed alike from 16 on), which is also the layout MKL serves fastest for few rows;
-  * bf16: `F.linear` over K in chunks of at most 1024, summed in fp32 in chunk order.
+alone (fp32 at every shape, bf16 at some). `InvariantLinear` computes the same numbers as
+W @ xᵀ with the rows as columns, padded to at least 16 in fp32 and 2 in bf16: the BLAS
+computes each column alike from there on (`lookahead.kernels.invariant_gemm`). For few
+rows this is also the layout MKL serves fastest in fp32.
 
 On a GPU the layer runs `F.linear` (cuBLAS chooses kernels by M: not row-invariant).
 
 Padding fp32 to 16 rows makes a one-row step cost what a 16-row step costs: the cost
 model prices rows as `padded_rows` says, so the controller knows a tree of up to 15
-nodes is free there.
+nodes is free there. (bf16's two rows cost about what one does.)
 
 >>> import torch
 >>> layer = torch.nn.Linear(4, 3)
