@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lookahead.api import build_drafter
-from lookahead.cpu_linear import use_row_gemm
+from lookahead.cpu_linear import use_invariant_linear
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.eval.tables import markdown_table
 from lookahead.eval.workloads import load_workload
@@ -86,12 +86,12 @@ def run_system(system: str, model, rid: str, case: tuple, n, engines: dict) -> t
     ids, source = case
     if system.startswith("hf-"):  # the model as transformers ships it: its SDPA and its linear layers
         model.set_attn_implementation("sdpa")
-        use_row_gemm(model, on=False)
+        use_invariant_linear(model, on=False)
         try:
             return hf_generate(model, ids, n, system == "hf-pld")
         finally:
             model.set_attn_implementation("lookahead")
-            use_row_gemm(model)
+            use_invariant_linear(model)
     return run_engine(engines[system], rid, ids, source, n)
 
 

@@ -5,8 +5,8 @@ A verify step multiplies a tree's rows together; plain decoding multiplies one r
 output to be the same bit for bit, each output element must come from the same sequence of
 floating-point operations in both calls. BLAS libraries pick kernels (and reduction splits)
 by shape, so this holds only under rules measured on the library (torch 2.13 CPU: MKL sgemm
-for fp32, oneDNN for bf16; 1 and 2 threads; `tests/test_invariant_gemm.py` re-checks every
-rule on the installed build, so a BLAS that breaks one fails there first):
+for fp32, oneDNN for bf16; 1 and 2 threads; tests/test_cpu_linear.py and tests/test_tree_invariance.py
+re-check them on the installed build, so a BLAS that breaks one fails there first):
 
 * fp32, A [M, K] @ B [K, N] with M and K fixed: column j of the product is bitwise the same
   for every N >= 16 and wherever column j sits; below 16 columns MKL switches kernels (at

@@ -53,7 +53,7 @@ class Lookahead:
         replaces the one `corpus` and `documents` would build.
     """
 
-    def __init__(self, model=None, tokenizer=None, *, drafter: str = "auto", dtype: str = "float32",
+    def __init__(self, model=None, tokenizer=None, *, drafter: str = "auto", dtype: str = "auto",
                  device: str = "auto", config: EngineConfig | None = None, corpus: list[str] | None = None,
                  task: str | None = None, documents: list[str] | None = None, store=None):
         from .models import load_model
@@ -110,6 +110,11 @@ class Lookahead:
     @property
     def device(self) -> str:
         return str(self.engine.device)
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype (what `dtype="auto"` picked), e.g. "bfloat16"."""
+        return str(self.engine.cache.k.dtype).removeprefix("torch.")
 
     @property
     def oom_retries(self) -> int:

@@ -61,7 +61,8 @@ def run(
     temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples losslessly."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temperature > 0)."),
     seed: int = typer.Option(0, help="Seed for sampling."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    dtype: str = typer.Option("auto", help="auto (bf16 where the CPU has native bf16, else fp32; bf16 on a GPU), "
+                                           "float32, bfloat16 or float16."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     max_nodes: int = typer.Option(32, help="Draft tree nodes verified per request and step, 0 to 1024."),
     max_depth: int = typer.Option(16, help="Deepest draft tree node, 0 to 1024."),
@@ -92,7 +93,7 @@ def run(
     if workload is not None:
         check_choice(workload, WORKLOADS, "--workload")
     check_choice(drafter, DRAFTERS, "--drafter")
-    check_choice(dtype, ("float32", "bfloat16", "float16"), "--dtype")
+    check_choice(dtype, ("auto", "float32", "bfloat16", "float16"), "--dtype")
     check_choice(device, ("auto", "cpu", "cuda"), "--device")
     check_choice(controller, ("goodput", "fixed", "off"), "--controller")
     check_choice(on_error, ("skip", "fail"), "--on-error")

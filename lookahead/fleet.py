@@ -70,7 +70,7 @@ class Fleet:
     The other arguments are `Lookahead`'s.
     """
 
-    def __init__(self, model: str | None = None, *, drafter: str = "auto", dtype: str = "float32",
+    def __init__(self, model: str | None = None, *, drafter: str = "auto", dtype: str = "auto",
                  device: str = "auto", config: EngineConfig | None = None, corpus: list[str] | None = None,
                  task: str | None = None, documents: list[str] | None = None, address: str = "local",
                  workers: int | None = None, shard_size: int | None = None, max_attempts: int = 3,
@@ -259,6 +259,10 @@ class Fleet:
     @property
     def model_name(self) -> str:
         return self.worker_stats()[0]["model"]
+
+    @property
+    def dtype(self) -> str:
+        return self.worker_stats()[0]["dtype"]
 
     @property
     def device(self) -> str:

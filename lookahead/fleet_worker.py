@@ -85,4 +85,4 @@ class FleetWorker:
                 "shared_store_tokens": len(self.store.base) if self.store else 0,
                 "local_store_tokens": len(self.store.local) if self.store else 0,
                 "plain_s_est": plain_s, "spec_s_est": spec_s, "oom_retries": self.lm.oom_retries,
-                "model": self.lm.model_name, "device": str(self.lm.engine.device)}
+                "model": self.lm.model_name, "device": str(self.lm.engine.device), "dtype": self.lm.dtype}

@@ -138,16 +138,32 @@ def pick_device(device: str) -> str:
     return device
 
 
-def load_model(model: str | None = None, dtype: str = "float32", device: str = "auto") -> LoadedModel:
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def pick_dtype(dtype: str, device: str) -> str:
+    """`auto`: bf16 on a GPU and on a CPU with native bf16 instructions (avx512_bf16 or AMX), fp32 elsewhere."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        return "bfloat16"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if native else "float32"
+
+
+def load_model(model: str | None = None, dtype: str = "auto", device: str = "auto") -> LoadedModel:
     """Load a causal LM with lookahead's attention hooked in."""
     import torch
     import transformers
 
     from .attention import ATTENTION_NAME, register_attention
 
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ModelError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
     device = pick_device(device)
+    dtype = pick_dtype(dtype, device)
     folder = model_folder(model)
     try:
         config = transformers.AutoConfig.from_pretrained(folder)

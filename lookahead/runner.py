@@ -31,7 +31,7 @@ class RunOptions:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "auto"
     max_nodes: int = 32
     max_depth: int = 16
@@ -150,7 +150,7 @@ def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, con
                 tokens = sum(r.output_tokens for r in results)
                 progress.update(bar, advance=1, rate=f"{tokens / (time.perf_counter() - start):.1f} tok/s")
             seconds = time.perf_counter() - start
-        summary = summarize(results, failed, seconds, lm, opts.drafter, opts.dtype, plain, plain_seconds)
+        summary = summarize(results, failed, seconds, lm, opts.drafter, lm.dtype, plain, plain_seconds)
         if opts.ray is not None:
             summary["fleet"] = lm.summary()
     finally:

@@ -1,11 +1,11 @@
-"""The CPU's row-GEMM linear layout: the same numbers as nn.Linear, and a reversible switch."""
+"""The CPU's row-invariant linear layout: the same numbers as nn.Linear, each row as if alone, and a reversible switch."""
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import tiny_model
 
-from lookahead.cpu_linear import RowGemmLinear, padded_rows, use_row_gemm
+from lookahead.cpu_linear import InvariantLinear, padded_rows, use_invariant_linear
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 16, 17, 40])
@@ -15,32 +15,36 @@ def test_same_output_as_nn_linear_at_every_row_count(rows, bias):
     layer = torch.nn.Linear(24, 10, bias=bias)
     x = torch.randn(1, rows, 24)
     expect = layer(x)
-    use_row_gemm(layer)
+    use_invariant_linear(layer)
     out = layer(x)
-    assert type(layer) is RowGemmLinear and out.shape == expect.shape and out.is_contiguous()
+    assert type(layer) is InvariantLinear and out.shape == expect.shape and out.is_contiguous()
     torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
 
 
-def test_other_dtypes_keep_f_linear():
-    layer = torch.nn.Linear(8, 4).to(torch.bfloat16)
-    x = torch.randn(3, 8, dtype=torch.bfloat16)
-    expect = layer(x)
-    use_row_gemm(layer)
-    assert torch.equal(layer(x), expect)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_each_row_equals_that_row_alone_at_smollm2_shapes(dtype):
+    torch.manual_seed(0)
+    for n_out, k in [(576, 576), (1536, 576), (576, 1536), (4096, 576)]:
+        layer = torch.nn.Linear(k, n_out, bias=False).to(dtype)
+        use_invariant_linear(layer)
+        x = torch.randn(70, k, dtype=dtype)
+        alone = torch.cat([layer(x[i:i + 1]) for i in range(len(x))])
+        for rows in (2, 9, 16, 17, 33, 70):
+            assert torch.equal(layer(x[:rows]), alone[:rows]), (n_out, k, rows)
 
 
 def test_switch_keeps_parameters_and_tied_weights_and_undoes():
     model = tiny_model()
     params = {n: p.data_ptr() for n, p in model.named_parameters()}
-    use_row_gemm(model)
-    assert type(model.lm_head) is RowGemmLinear
+    use_invariant_linear(model)
+    assert type(model.lm_head) is InvariantLinear
     assert {n: p.data_ptr() for n, p in model.named_parameters()} == params
-    use_row_gemm(model, on=False)
-    assert not any(type(m) is RowGemmLinear for m in model.modules())
+    use_invariant_linear(model, on=False)
+    assert not any(type(m) is InvariantLinear for m in model.modules())
 
 
-def test_padded_rows_are_powers_of_two_up_to_sixteen():
-    assert padded_rows(list(range(1, 20))).tolist() == [2, 2, 4, 4] + [8] * 4 + [16] * 8 + [17, 18, 19]
+def test_padded_rows_are_sixteen_at_least():
+    assert padded_rows(list(range(1, 20))).tolist() == [16] * 16 + [17, 18, 19]
 
 
 def test_layout_benchmark_runs_on_the_real_model(smollm2, capsys):
