@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lookahead.api import build_drafter
-from lookahead.cpu_linear import use_invariant_linear
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.eval.tables import markdown_table
 from lookahead.eval.workloads import load_workload
@@ -86,12 +85,10 @@ def run_system(system: str, model, rid: str, case: tuple, n, engines: dict) -> t
     ids, source = case
     if system.startswith("hf-"):  # the model as transformers ships it: its SDPA and its linear layers
         model.set_attn_implementation("sdpa")
-        use_invariant_linear(model, on=False)
         try:
             return hf_generate(model, ids, n, system == "hf-pld")
         finally:
             model.set_attn_implementation("lookahead")
-            use_invariant_linear(model)
     return run_engine(engines[system], rid, ids, source, n)
 
 
@@ -115,9 +112,10 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> lis
     engines = {}
     for system in order:
         if not system.startswith("hf-"):
-            name, controller = ("none", "off") if system == "plain" else system.split("/")
+            base, fast = system.removesuffix("~fast"), system.endswith("~fast")  # ~fast: not exact
+            name, controller = ("none", "off") if base == "plain" else base.split("/")
             config = EngineConfig(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=1,
-                                  controller=controller, kv_cache_tokens=room)
+                                  controller=controller, kv_cache_tokens=room, exact=not fast)
             engines[system] = Engine(model, tok, build_drafter(name, tok, None, task, documents), config)
     first = next(iter(prompts.values()))
     for system in order:  # warm-up: the first call of each path pays one-off set-up
@@ -167,11 +165,12 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--systems", nargs="+", default=["prompt-lookup/fixed", "auto/fixed", "auto/goodput"],
-                    help="DRAFTER/CONTROLLER pairs of our engine")
+                    help="DRAFTER/CONTROLLER pairs of our engine; a ~fast suffix (also plain~fast) runs "
+                         "the faster path that is not exact (EngineConfig.exact=False)")
     ap.add_argument("--max-nodes", type=int, default=32)
     ap.add_argument("--max-depth", type=int, default=16)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--dtype", default="auto")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
@@ -180,7 +179,7 @@ def main(argv=None) -> None:
     for w in args.workloads:
         rows += bench_workload(lm, w, args.limit, args.max_new_tokens, args.systems, args.max_nodes, args.max_depth)
         print(markdown([r for r in rows if r.workload == w]), flush=True)
-    where = f"{platform.node()} · {lm.device} {args.dtype} · torch {torch.get_num_threads()} threads"
+    where = f"{platform.node()} · {lm.device} {lm.dtype} · torch {torch.get_num_threads()} threads"
     print(f"\n{lm.name}, {args.max_new_tokens} new tokens, {where}\n\n{markdown(rows)}")
     if args.json_out:
         with open(args.json_out, "w") as f:

@@ -28,7 +28,7 @@ from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
 from .attention import StepAttention
 from .controller import GoodputController
 from .cost_model import StepCostModel, prior_for
-from .cpu_linear import use_invariant_linear
+from .cpu_linear import InvariantLinear
 from .kv_cache import PagedKVCache
 
 
@@ -148,7 +148,9 @@ class Engine:
         self.tokenizer = tokenizer
         self.drafter = drafter
         self.config = config or EngineConfig()
-        use_invariant_linear(model, on=self.config.exact)  # every row computed as if alone (cpu_linear.py)
+        # Every row computed as if alone (cpu_linear.py): the class of these layers is switched for the
+        # engine's own forwards only, so the user's model stays as it was between steps.
+        self._linears = [m for m in model.modules() if type(m) in (torch.nn.Linear, InvariantLinear)]
         self.clock = clock
         self.device = next(model.parameters()).device
         cfg = model.config
@@ -353,9 +355,16 @@ class Engine:
             scratch_k=torch.empty(scratch_shape, dtype=self.cache.k.dtype, device=self.device),
             scratch_v=torch.empty(scratch_shape, dtype=self.cache.v.dtype, device=self.device),
         )
-        with torch.inference_mode():
-            out = self.model(input_ids=inputs.input_ids[None], position_ids=inputs.position_ids[None],
-                             lookahead_step=step, use_cache=False, logits_to_keep=inputs.logit_rows)
+        linear = InvariantLinear if self.config.exact else torch.nn.Linear
+        try:
+            for m in self._linears:
+                m.__class__ = linear
+            with torch.inference_mode():
+                out = self.model(input_ids=inputs.input_ids[None], position_ids=inputs.position_ids[None],
+                                 lookahead_step=step, use_cache=False, logits_to_keep=inputs.logit_rows)
+        finally:
+            for m in self._linears:
+                m.__class__ = torch.nn.Linear
         return out.logits[0].float(), step.scratch_k, step.scratch_v, inputs
 
     def _accept(self, batch, slices, logits, inputs) -> list[Acceptance | None]:
