@@ -67,6 +67,9 @@ def run(
     max_nodes: int = typer.Option(32, help="Draft tree nodes verified per request and step, 0 to 1024."),
     max_depth: int = typer.Option(16, help="Deepest draft tree node, 0 to 1024."),
     max_batch_size: int = typer.Option(8, help="Requests decoded together."),
+    exact: bool = typer.Option(True, "--exact/--not-exact",
+                               help="--not-exact: a faster CPU path whose speculative output may differ from plain "
+                                    "decoding (near-ties, mostly in bf16)."),
     controller: str = typer.Option("goodput", help="goodput (verify the nodes worth their cost), fixed (the whole "
                                    "budget) or off (plain decoding)."),
     compare_plain: bool = typer.Option(False, "--compare-plain", show_default="off",
@@ -120,7 +123,7 @@ def run(
     opts = RunOptions(input=input, workload=workload, output=output, model=model, drafter=drafter, task=task,
                       documents=[str(d) for d in documents],
                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, dtype=dtype,
-                      device=device, max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size,
+                      device=device, max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size, exact=exact,
                       controller=controller, limit=limit, corpus=[str(c) for c in corpus],
                       trace_output=trace_output, resume=resume, on_error=on_error, compare_plain=compare_plain,
                       as_json=as_json, ray=ray, workers=workers)

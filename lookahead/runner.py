@@ -36,6 +36,7 @@ class RunOptions:
     max_nodes: int = 32
     max_depth: int = 16
     max_batch_size: int = 8
+    exact: bool = True  # EngineConfig.exact
     controller: str = "goodput"
     limit: int | None = None
     corpus: list[str] = field(default_factory=list)
@@ -99,7 +100,7 @@ def run_requests(opts: RunOptions) -> dict:
     store_docs = list(dict.fromkeys(documents + [d for ln in lines if ln.spec for d in ln.spec.documents]))
     hf_logging.disable_progress_bar()  # our own status line says what loads; an error stays one line
     config = EngineConfig(max_nodes=opts.max_nodes, max_depth=opts.max_depth, max_batch_size=opts.max_batch_size,
-                          controller=opts.controller)
+                          controller=opts.controller, exact=opts.exact)
     with console.status("loading model" if opts.ray is None else "starting the Ray workers"):
         lm = open_engine(opts, config, task, store_docs)
     try:
@@ -150,7 +151,8 @@ def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, con
                 tokens = sum(r.output_tokens for r in results)
                 progress.update(bar, advance=1, rate=f"{tokens / (time.perf_counter() - start):.1f} tok/s")
             seconds = time.perf_counter() - start
-        summary = summarize(results, failed, seconds, lm, opts.drafter, lm.dtype, plain, plain_seconds)
+        summary = summarize(results, failed, seconds, lm, opts.drafter, lm.dtype + ("" if opts.exact else " (not exact)"), plain,
+                            plain_seconds)
         if opts.ray is not None:
             summary["fleet"] = lm.summary()
     finally:
