@@ -32,7 +32,7 @@ deterministic kernel is enough there, and SDPA tiles it.
 >>> cache = torch.zeros(1, 16, 1, 4)
 >>> out = tree_attention_invariant(q, k, v, cache, cache, torch.zeros(1, 1, dtype=torch.int32),
 ...     torch.zeros(1, dtype=torch.int32), torch.tensor([0, 2], dtype=torch.int32),
-...     torch.tensor([[0b01], [0b11]]), scale=0.5, positions=torch.tensor([0, 1]))
+...     torch.tensor([[0b01], [0b11]]), scale=0.5)
 >>> out[:, 0].tolist()
 [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
 """
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from .invariant_gemm import pad_columns
-from .tree_attention import prefix_rows, unpack_mask
+from .tree_attention import prefix_rows, request_trees
 
 BLOCK = 64  # key positions per block
 MAX_TREE_ROWS = 128  # more new tokens than this, with no tree, is a prefill chunk (SDPA)
@@ -92,17 +92,14 @@ def causal_chain(tree: torch.Tensor, positions: torch.Tensor, n_prefix: int) -> 
     return int(torch.cumprod(good.int(), 0).sum())
 
 
-def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, positions, block_size: int, *,
-                   window: int | None = None) -> list[InvariantPlan]:
-    indptr, lens = qo_indptr.tolist(), kv_lens.tolist()
+def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, *, window: int | None = None,
+                   positions: torch.Tensor | None = None) -> list[InvariantPlan]:
+    """positions: the new tokens' position ids; without them, kv_len + depth (what the engine feeds)."""
     out = []
-    for b, n in enumerate(lens):
-        s, e = indptr[b], indptr[b + 1]
-        if e == s:
-            continue
+    for b, n, (s, e), tree in request_trees(kv_lens, qo_indptr, tree_mask):
         t = e - s
-        tree = unpack_mask(tree_mask[s:e], t)
-        pos = positions[s:e].to(tree.device, torch.int64)
+        pos = (positions[s:e].to(tree.device, torch.int64) if positions is not None
+               else n + tree.sum(1) - 1)
         c = causal_chain(tree, pos, n)
         prefix = prefix_rows(block_table[b], n, block_size)
         if c == t and t > MAX_TREE_ROWS:
@@ -150,13 +147,12 @@ def tree_attention_invariant(
     *, window: int | None = None, softcap: float | None = None, positions: torch.Tensor | None = None,
     plans: dict | None = None,
 ) -> torch.Tensor:
-    """Shapes as tree_attention_reference; `positions` [ΣT] is required. plans: the per-step memo."""
-    if positions is None:
-        raise ValueError("invariant tree attention needs the new tokens' positions")
+    """Shapes as tree_attention_reference. plans: the per-step memo."""
     key = ("invariant", window)
     plan = plans.get(key) if plans is not None else None
     if plan is None:
-        plan = plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, positions, k_cache.shape[1], window=window)
+        plan = plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, k_cache.shape[1], window=window,
+                              positions=positions)
         if plans is not None:
             plans[key] = plan
     out = torch.empty_like(q)

@@ -74,6 +74,15 @@ def prefix_rows(blocks: torch.Tensor, length: int, block_size: int) -> torch.Ten
     return (blocks[:n_blocks].long()[:, None] * block_size + offsets).flatten()[:length]
 
 
+def request_trees(kv_lens, qo_indptr, tree_mask):
+    """(b, kv_len, (s, e), bool [T, T] visibility among its new tokens) for every request with new tokens."""
+    indptr = qo_indptr.tolist()
+    for b, n_prefix in enumerate(kv_lens.tolist()):
+        s, e = indptr[b], indptr[b + 1]
+        if e > s:
+            yield b, n_prefix, (s, e), unpack_mask(tree_mask[s:e], e - s)
+
+
 @dataclass
 class RequestPlan:
     """One request's part of a step, the same in every layer: built once per step (and window).
@@ -93,13 +102,8 @@ def plan_reference(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, 
     """The reference's layer-invariant work for a step: one plan per request with new tokens."""
     if window is not None and positions is None:
         raise ValueError("a sliding window needs the new tokens' positions")
-    indptr, lens = qo_indptr.tolist(), kv_lens.tolist()
     out = []
-    for b, n_prefix in enumerate(lens):
-        s, e = indptr[b], indptr[b + 1]
-        if e == s:
-            continue
-        tree = unpack_mask(tree_mask[s:e], e - s)
+    for b, n_prefix, (s, e), tree in request_trees(kv_lens, qo_indptr, tree_mask):
         visible = torch.cat([tree.new_ones(e - s, n_prefix), tree], dim=1)
         if window is not None:
             q_pos = positions[s:e].to(tree.device, torch.int64)

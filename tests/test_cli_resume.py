@@ -42,7 +42,7 @@ def test_ctrl_c_then_kill_then_resume_runs_every_request_once(tiny_model_dir, tm
     out = tmp_path / "out.jsonl"
     # One request at a time while interrupting, so that requests finish one by one while others wait.
     args = [LOOKAHEAD, "run", "-i", str(src), "-o", str(out), "--model", str(tiny_model_dir),
-            "--max-new-tokens", "8", "--drafter", "prompt-lookup"]
+            "--max-new-tokens", "48", "--drafter", "prompt-lookup"]
     one_at_a_time = ["--max-batch-size", "1"]
 
     first = run_until_new_line(args + one_at_a_time, out, signal.SIGINT, have=0)
