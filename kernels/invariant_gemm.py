@@ -11,19 +11,21 @@ re-check them on the installed build, so a BLAS that breaks one fails there firs
 * fp32, A [M, K] @ B [K, N] with M and K fixed: column j of the product is bitwise the same
   for every N >= 16 and wherever column j sits; below 16 columns MKL switches kernels (at
   N = 9 and N = 16), and varying M changes results too.
-* bf16 (oneDNN), the same with N >= 2: one column differs from two at K = 1536.
-  (`F.linear(x, W)`, which puts the rows in M, is not row-invariant in bf16 either: at
-  K = 1536 it differs from 9 rows on, at K = 64 and N = 64 from 64 rows on.)
+* bf16 (oneDNN) `F.linear(x, W)`: row r of the output is bitwise the same for every number of
+  rows >= 2 and wherever row r sits (K = 16 ... 4096, N = 64 ... 49152, up to 1,100 rows);
+  one row alone takes another kernel (at K = 1536 it differs from 9 rows, at K = 64 and
+  N = 64 from 64). Two rows cost what one does.
 
-So the operand whose size varies (a step's rows, a request's queries) goes in the columns,
-padded to `min_columns`, and the other operand is cut into fixed-size blocks.
+So the operand whose size varies (a step's rows, a request's queries) is padded to
+`min_rows(dtype)` and goes in the columns (fp32) or in the rows of `F.linear` (bf16); the
+other operand is cut into fixed-size blocks.
 
 >>> import torch
 >>> w = torch.randn(5, 8)
 >>> x = torch.randn(3, 8)
 >>> torch.equal(linear_rows(x, w)[1], linear_rows(x[1:2], w)[0])
 True
->>> min_columns(torch.float32), min_columns(torch.bfloat16)
+>>> min_rows(torch.float32), min_rows(torch.bfloat16)
 (16, 2)
 """
 from __future__ import annotations
@@ -31,24 +33,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MIN_COLUMNS = 16  # fp32 (and dtypes not measured)
-MIN_COLUMNS_BF16 = 2
+MIN_COLUMNS = 16  # fp32 (and dtypes not measured): the varying operand's columns, at least
+MIN_ROWS_BF16 = 2
 
 
-def min_columns(dtype: torch.dtype) -> int:
-    return MIN_COLUMNS_BF16 if dtype == torch.bfloat16 else MIN_COLUMNS
+def min_rows(dtype: torch.dtype) -> int:
+    """How many rows a linear layer in `dtype` multiplies at least, to be row-invariant."""
+    return MIN_ROWS_BF16 if dtype == torch.bfloat16 else MIN_COLUMNS
 
 
-def pad_columns(n: int, dtype: torch.dtype = torch.float32) -> int:
-    """The columns a product with `n` varying columns is computed with."""
-    return max(n, min_columns(dtype))
+def pad_columns(n: int) -> int:
+    """The columns an fp32 product with `n` varying columns is computed with."""
+    return max(n, MIN_COLUMNS)
 
 
 def linear_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [R, K] @ weightᵀ [K, N] (+ bias) -> [R, N], each row's result independent of the others (CPU):
-    computed as weight @ xᵀ with the rows as columns, padded to `min_columns`."""
+    the rows padded to `min_rows`, as rows of `F.linear` in bf16 and as columns of weight @ xᵀ in
+    fp32 (MKL's fastest layout for few rows there)."""
     rows = x.shape[0]
-    pad = pad_columns(rows, x.dtype) - rows
-    cols = F.pad(x, (0, 0, 0, pad)) if pad else x
-    y = torch.mm(weight, cols.t()).t()[:rows].contiguous()
+    pad = max(rows, min_rows(x.dtype)) - rows
+    padded = F.pad(x, (0, 0, 0, pad)) if pad else x
+    if x.dtype == torch.bfloat16:
+        return F.linear(padded, weight, bias)[:rows]
+    y = torch.mm(weight, padded.t()).t()[:rows].contiguous()
     return y + bias if bias is not None else y

@@ -2,16 +2,16 @@
 
 A verify step multiplies a tree's rows together, plain decoding one row; BLAS picks its
 kernels by the number of rows, so `F.linear` gives a row other bits among others than
-alone (fp32 at every shape, bf16 at some). `InvariantLinear` computes the same numbers as
-W @ xᵀ with the rows as columns, padded to at least 16 in fp32 and 2 in bf16: the BLAS
-computes each column alike from there on (`lookahead.kernels.invariant_gemm`). For few
-rows this is also the layout MKL serves fastest in fp32.
+alone (fp32 at every shape, bf16 when one row is alone). `InvariantLinear` pads the rows to
+where the BLAS computes each row alike (`lookahead.kernels.invariant_gemm`): 16, as the
+columns of W @ xᵀ, in fp32 (the layout MKL serves fastest for few rows); 2, through
+`F.linear`, in bf16 (two rows cost what one does).
 
 On a GPU the layer runs `F.linear` (cuBLAS chooses kernels by M: not row-invariant).
 
 Padding fp32 to 16 rows makes a one-row step cost what a 16-row step costs: the cost
 model prices rows as `padded_rows` says, so the controller knows a tree of up to 15
-nodes is free there. (bf16's two rows cost about what one does.)
+nodes is free there.
 
 >>> import torch
 >>> layer = torch.nn.Linear(4, 3)
@@ -47,7 +47,7 @@ class InvariantLinear(nn.Linear):
 
 
 def pads_rows(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether a model's exact forward on `device` in `dtype` multiplies its rows padded (fp32 on the CPU)."""
+    """Whether a model's exact forward on `device` in `dtype` multiplies its rows padded to 16 (fp32 on the CPU)."""
     return device.type == "cpu" and dtype == torch.float32
 
 
