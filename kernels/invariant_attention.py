@@ -57,22 +57,23 @@ class InvariantPlan:
     rows           (s, e): its new tokens are rows s:e of q, k_new and v_new; T = e - s
     chain          c: new tokens 0..c-1 are a causal chain that every later token sees
     prefix         int64 [n]: its cached positions as rows of the flattened cache
-    shared_visible bool [NB_S * BLOCK, T]: key position (cache, then chain) seen by token t
-                   through the shared blocks (tree nodes: only below tail_start)
+    shared_hidden  bool [NB_S * BLOCK, R]: key position (cache, then chain) hidden from query
+                   column r = token * group + head (tree nodes see the shared blocks only below
+                   tail_start); R = T * group padded to MIN_COLUMNS
     tail_start     first position of the tree nodes' own blocks (a multiple of BLOCK)
-    tail_index     int64 [T - c, NB_T * BLOCK]: for tree node i and position tail_start + j,
-                   the row of [shared keys (NB_S * BLOCK), new keys (T), a zero row] it reads
-    tail_visible   bool [T - c, NB_T * BLOCK]
+    tail_index     int64 [(T - c) * NB_T * BLOCK]: for tree node i and position tail_start + j,
+                   the row of [shared keys tail_start.., new keys (T), a zero row] it reads
+    tail_hidden    bool [T - c, NB_T, BLOCK, 1]
     sdpa_mask      bool [T, n + T] for a long prefill chunk (SDPA), else None
     """
 
     rows: tuple[int, int]
     chain: int
     prefix: torch.Tensor
-    shared_visible: torch.Tensor
-    tail_start: int
-    tail_index: torch.Tensor
-    tail_visible: torch.Tensor
+    shared_hidden: torch.Tensor | None = None
+    tail_start: int = 0
+    tail_index: torch.Tensor | None = None
+    tail_hidden: torch.Tensor | None = None
     sdpa_mask: torch.Tensor | None = None
 
 
@@ -92,9 +93,10 @@ def causal_chain(tree: torch.Tensor, positions: torch.Tensor, n_prefix: int) -> 
     return int(torch.cumprod(good.int(), 0).sum())
 
 
-def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, *, window: int | None = None,
-                   positions: torch.Tensor | None = None) -> list[InvariantPlan]:
-    """positions: the new tokens' position ids; without them, kv_len + depth (what the engine feeds)."""
+def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, group: int, *,
+                   window: int | None = None, positions: torch.Tensor | None = None) -> list[InvariantPlan]:
+    """group: query heads per KV head. positions: the new tokens' position ids; without them,
+    kv_len + depth (what the engine feeds)."""
     out = []
     for b, n, (s, e), tree in request_trees(kv_lens, qo_indptr, tree_mask):
         t = e - s
@@ -107,8 +109,7 @@ def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, 
             vis = k_pos[None, :] <= pos[:, None]
             if window is not None:
                 vis &= (pos[:, None] - k_pos[None, :]) < window
-            out.append(InvariantPlan((s, e), c, prefix, vis, 0, vis.new_zeros(0, 0, dtype=torch.int64),
-                                     vis.new_zeros(0, 0), sdpa_mask=vis))
+            out.append(InvariantPlan((s, e), c, prefix, sdpa_mask=vis))
             continue
         n_shared = n + c
         nb_s = -(-n_shared // BLOCK)
@@ -119,26 +120,28 @@ def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, 
         shared = (key_pos[:, None] < limit[None, :]) & (key_pos[:, None] < n_shared)
         if window is not None:
             shared &= (pos[None, :] - key_pos[:, None]) < window
-        tail_index = torch.zeros(t - c, 0, dtype=torch.int64)
-        tail_visible = torch.zeros(t - c, 0, dtype=torch.bool)
+        shared = shared.repeat_interleave(group, 1)
+        padding = (key_pos < n_shared)[:, None].expand(-1, pad_columns(t * group) - t * group)
+        plan = InvariantPlan((s, e), c, prefix, ~torch.cat([shared, padding], 1), tail_start)
         if c < t:
             nodes = pos[c:]
             nb_t = -(-(int(nodes.max()) + 1 - tail_start) // BLOCK)
             width = nb_t * BLOCK
-            zero_row = nb_s * BLOCK + t
-            tail_index = torch.full((t - c, width), zero_row, dtype=torch.int64)
-            own = torch.arange(tail_start, min(n_shared, tail_start + width))
-            tail_index[:, : len(own)] = own  # the shared keys of the first tail block
+            own = n_shared - tail_start  # shared keys in the first tail block
+            zero_row = own + t
+            index = torch.full((t - c, width), zero_row, dtype=torch.int64)
+            index[:, :own] = torch.arange(own)
             i, j = torch.nonzero(tree[c:, c:], as_tuple=True)
             slot = nodes[j] - tail_start
             if torch.unique(i * width + slot).numel() != i.numel():
                 raise ValueError("tree attention needs one visible token per position (a valid tree)")
-            tail_index[i, slot] = nb_s * BLOCK + c + j
-            tail_visible = tail_index != zero_row
+            index[i, slot] = own + c + j
+            hidden = index == zero_row
             if window is not None:
                 tail_pos = tail_start + torch.arange(width)
-                tail_visible &= (nodes[:, None] - tail_pos[None, :]) < window
-        out.append(InvariantPlan((s, e), c, prefix, shared, tail_start, tail_index, tail_visible))
+                hidden |= (nodes[:, None] - tail_pos[None, :]) >= window
+            plan.tail_index, plan.tail_hidden = index.reshape(-1), hidden.view(t - c, nb_t, BLOCK, 1)
+        out.append(plan)
     return out
 
 
@@ -151,8 +154,8 @@ def tree_attention_invariant(
     key = ("invariant", window)
     plan = plans.get(key) if plans is not None else None
     if plan is None:
-        plan = plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, k_cache.shape[1], window=window,
-                              positions=positions)
+        plan = plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, k_cache.shape[1],
+                              q.shape[1] // k_new.shape[1], window=window, positions=positions)
         if plans is not None:
             plans[key] = plan
     out = torch.empty_like(q)
@@ -188,44 +191,47 @@ def _scores(keys, queries, scale, softcap):
     return softcap * torch.tanh(s / softcap) if softcap is not None else s
 
 
+def _positions_major(flat_cache, prefix, new, length: int, width: int) -> torch.Tensor:
+    """fp32 [Hkv, length, width]: a request's cached keys (or values) by position, then `new`, zeros after;
+    columns past D are left for the caller."""
+    n, c, d = len(prefix), len(new), new.shape[2]
+    out = torch.empty(new.shape[1], length, width, dtype=torch.float32)
+    out[:, :n, :d] = torch.index_select(flat_cache, 0, prefix).transpose(0, 1)
+    out[:, n : n + c, :d] = new.transpose(0, 1)
+    out[:, n + c :, :d] = 0.0
+    return out
+
+
 def _request(q, k_new, v_new, flat_k, flat_v, req: InvariantPlan, scale, softcap):
     """One request: q [T, Hq, D] -> fp32 [T, Hq, D]."""
     t, hq, d = q.shape
     hkv = k_new.shape[1]
     g = hq // hkv
     c = req.chain
-    nb_s = req.shared_visible.shape[0] // BLOCK
-    n = len(req.prefix)
-    # Shared keys and values (cache, then chain, zeros after), values with a ones column: [Hkv, NB_S*BLOCK, D(+1)]
-    keys = torch.zeros(nb_s * BLOCK, hkv, d, dtype=torch.float32)
-    vals = torch.zeros(nb_s * BLOCK, hkv, d + 1, dtype=torch.float32)
-    keys[:n], keys[n : n + c] = flat_k[req.prefix], k_new[:c]
-    vals[:n, :, :d], vals[n : n + c, :, :d] = flat_v[req.prefix], v_new[:c]
-    vals[:, :, d] = 1.0
-    keys, vals = keys.transpose(0, 1).contiguous(), vals.transpose(0, 1).contiguous()
-    # Queries as columns (token, head in group), padded: [Hkv, D, R']
+    length, r = req.shared_hidden.shape
+    nb_s = length // BLOCK
+    keys = _positions_major(flat_k, req.prefix, k_new[:c], length, d)  # [Hkv, L, D]
+    vals = _positions_major(flat_v, req.prefix, v_new[:c], length, d + 1)  # [Hkv, L, D + 1]
+    vals[..., d] = 1.0  # its product with the weights is the softmax denominator
+    # Queries as columns (token, head in group), padded: [Hkv, D, R]
     cols = t * g
     qt = q.float().view(t, hkv, g, d).permute(1, 3, 0, 2).reshape(hkv, d, cols)
-    r = pad_columns(cols)
     qt = F.pad(qt, (0, r - cols)).contiguous()
-    vis = req.shared_visible.repeat_interleave(g, 1)
-    vis = F.pad(vis, (0, r - cols), value=True)  # padding columns: any finite values
-    scores = _scores(keys.view(hkv, nb_s, BLOCK, d), qt[:, None], scale, softcap).view(hkv, nb_s * BLOCK, r)
-    scores = scores.masked_fill(~vis, float("-inf"))
-    m = scores.amax(1)  # [Hkv, R']
+    scores = _scores(keys.view(hkv, nb_s, BLOCK, d), qt[:, None], scale, softcap).view(hkv, length, r)
+    scores.masked_fill_(req.shared_hidden, float("-inf"))
+    m = scores.max(1).values  # [Hkv, R]
     tree_cols = slice(c * g, cols)
     if c < t:
-        tail_keys, tail_vals, tail_scores = _tail(q, k_new, v_new, keys, vals, req, scale, softcap)
+        tail_vals, tail_scores = _tail(q, k_new, v_new, keys, vals, req, scale, softcap)
         nb_t = tail_scores.shape[2]
-        m_tail = tail_scores.amax((2, 3))  # [Hkv, T - c, 16]
+        m_tail = tail_scores.flatten(2, 3).max(2).values  # [Hkv, T - c, 16]
         m_tree = torch.maximum(m[:, tree_cols].reshape(hkv, t - c, g), m_tail[..., :g])
         m[:, tree_cols] = m_tree.reshape(hkv, -1)
         m_tail[..., :g] = m_tree
         tail_e = torch.exp(tail_scores - m_tail[:, :, None, None, :])
         tail_out = torch.matmul(tail_vals, tail_e)  # [Hkv, T - c, NB_T, D + 1, 16]
     e_shared = torch.exp(scores - m[:, None, :]).view(hkv, nb_s, BLOCK, r)
-    blocks_vt = vals.view(hkv, nb_s, BLOCK, d + 1).transpose(2, 3).contiguous()
-    shared_out = torch.matmul(blocks_vt, e_shared)  # [Hkv, NB_S, D + 1, R']
+    shared_out = torch.matmul(vals.view(hkv, nb_s, BLOCK, d + 1).transpose(2, 3), e_shared)  # [Hkv, NB_S, D+1, R]
     acc = torch.empty(hkv, d + 1, cols, dtype=torch.float32)
     acc[..., : c * g] = shared_out[..., : c * g].cumsum(1)[:, -1]
     if c < t:
@@ -237,24 +243,22 @@ def _request(q, k_new, v_new, flat_k, flat_v, req: InvariantPlan, scale, softcap
 
 
 def _tail(q, k_new, v_new, keys, vals, req: InvariantPlan, scale, softcap):
-    """Tree nodes' own blocks: keys [Hkv, T-c, NB_T, BLOCK, D], values transposed [.., D+1, BLOCK], scores [.., BLOCK, 16]."""
+    """Tree nodes' own blocks: values [Hkv, T-c, NB_T, D+1, BLOCK] (transposed) and scores [.., BLOCK, 16]."""
     t, hq, d = q.shape
     hkv = k_new.shape[1]
     g = hq // hkv
     c = req.chain
-    nodes = t - c
-    width = req.tail_index.shape[1]
-    nb_t = width // BLOCK
-    new_v = torch.cat([v_new.float(), torch.ones(t, hkv, 1)], dim=2).transpose(0, 1)
-    table_k = torch.cat([keys, k_new.float().transpose(0, 1), keys.new_zeros(hkv, 1, d)], dim=1)
-    table_v = torch.cat([vals, new_v, vals.new_zeros(hkv, 1, d + 1)], dim=1)
-    idx = req.tail_index.reshape(-1)
-    tail_k = table_k[:, idx].view(hkv, nodes, nb_t, BLOCK, d)
-    tail_v = table_v[:, idx].view(hkv, nodes, nb_t, BLOCK, d + 1).transpose(3, 4).contiguous()
+    nodes, nb_t = req.tail_hidden.shape[:2]
+    start = req.tail_start
+    n_shared = len(req.prefix) + c
+    new_v = torch.cat([v_new.float(), v_new.new_ones(t, hkv, 1, dtype=torch.float32)], dim=2).transpose(0, 1)
+    table_k = torch.cat([keys[:, start:n_shared], k_new.float().transpose(0, 1), keys.new_zeros(hkv, 1, d)], dim=1)
+    table_v = torch.cat([vals[:, start:n_shared], new_v, vals.new_zeros(hkv, 1, d + 1)], dim=1)
+    tail_k = table_k[:, req.tail_index].view(hkv, nodes, nb_t, BLOCK, d)
+    tail_v = table_v[:, req.tail_index].view(hkv, nodes, nb_t, BLOCK, d + 1).transpose(3, 4)
     cols = pad_columns(g)
     qn = q[c:].float().view(nodes, hkv, g, d).permute(1, 0, 3, 2)  # [Hkv, nodes, D, G]
     qn = F.pad(qn, (0, cols - g)).contiguous()
     scores = _scores(tail_k, qn[:, :, None], scale, softcap)  # [Hkv, nodes, NB_T, BLOCK, 16]
-    vis = req.tail_visible.view(1, nodes, nb_t, BLOCK, 1)
-    scores = scores.masked_fill(~vis, float("-inf"))
-    return tail_k, tail_v, scores
+    scores.masked_fill_(req.tail_hidden, float("-inf"))
+    return tail_v, scores
