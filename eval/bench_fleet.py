@@ -11,7 +11,7 @@ request: only the driver hands out work and receives every result, so that is
 what caps a fleet.
 
 Projected: N GPUs, each serving as the replay simulator predicts for an H100 with
-an 8B-shaped model (DESIGN §4's cost curve; the bundled traces of greedy outputs;
+an 8B-shaped model (its cost curve measured with HF eager in bf16; the bundled traces of greedy outputs;
 every request submitted at once, batch ≤ 32, goodput controller), so the fleet
 makes N × one GPU's tokens/s until the driver's measured cost per request caps it.
 

@@ -14,7 +14,7 @@ true curve. Requests cycle through the trace records (unique ids) to make long
 arrival streams; the drafter is `auto` without a retrieval datastore, since a
 datastore of past outputs would find a cycled request's very output.
 
-Costs come from DESIGN §4's H100 curve for an 8B-shaped model (`--cost h100-8b`)
+Costs come from the H100 measurement of an 8B-shaped model (bf16, HF eager, context 1024), for an 8B-shaped model (`--cost h100-8b`)
 or are fitted from the step log of a real load run (`--fit-from load.json`).
 
 Example: a 3-token output replayed by a chain drafter that always guesses right
@@ -51,7 +51,7 @@ from .load_report import RequestTiming, markdown, plot, summarize, with_ratios, 
 from .load_requests import LoadRequest, bundled_tokenizer, from_trace, poisson_arrivals
 from .replay import ReplayConfig, ReplayReport, TraceRecord, _advance, _propose, _State
 
-# DESIGN §4, an 8B-shaped model on an H100 (bf16, HF eager): ~40 ms per forward up to
+# Measured on an H100, an 8B-shaped model (bf16, HF eager, context 1024): ~40 ms per forward up to
 # the knee, 104 ms for 2048 query tokens at batch 32 (the cost model's default prior).
 H100_8B = CostCoefficients()
 
@@ -165,7 +165,7 @@ def steps_of(load_json) -> list[list[float]]:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--traces", nargs="+", required=True, help="trace JSONL files, one per workload (gec.jsonl, ...)")
-    ap.add_argument("--cost", default="h100-8b", help="h100-8b (DESIGN §4), unless --fit-from is given")
+    ap.add_argument("--cost", default="h100-8b", help="h100-8b (an 8B-shaped model measured on an H100), unless --fit-from is given")
     ap.add_argument("--fit-from", default=None, help="a load_bench JSON whose step log gives the cost curve")
     ap.add_argument("--requests", type=int, default=200, help="arrivals per rate (cycling the records)")
     ap.add_argument("--rates", nargs="+", type=float, default=[0.1, 0.3, 0.6, 1.0, 1.5],

@@ -7,8 +7,9 @@ The model is convex and piecewise linear in the batch's query tokens Q:
 
 R requests, Q query tokens (chains + draft nodes), KV committed KV tokens. Below
 the knee a forward is memory-bound and extra query tokens are nearly free; past it
-the GEMMs are compute-bound and every token costs (DESIGN §4: ~40 ms at batch 1
-for up to 64 query tokens on an H100 with an 8B-shaped model, 104 ms for 2048).
+the GEMMs are compute-bound and every token costs (measured on an H100 with an
+8B-shaped model, bf16, HF eager, context 1024: ~40 ms at batch 1 for up to 64 query
+tokens, 104 ms for 2048 at batch 32).
 All coefficients are kept ≥ 0, so the marginal cost of a token never falls as Q
 grows: the goodput controller's greedy choice relies on that (controller.py).
 
@@ -76,22 +77,26 @@ class CostCoefficients:
         return np.maximum(t, MIN_STEP_SECONDS) if q.ndim else max(float(t), MIN_STEP_SECONDS)
 
 
-# On a CPU a forward is compute-bound from the first extra query token, and in fp32 its linear
-# layers multiply the rows padded to a power of two (cpu_linear.py), so a step costs what its
-# padded rows cost. On the project's 2-core VM SmolLM2's decode steps took 48, 59, 87 and
-# 105 ms at 2, 4, 8 and 16 rows (eval/RESULTS.md §1), about 40 ms plus 4 ms a row on a line.
-# The prior below (30 ms plus 4 ms a row, set before those steps were measured) is close
-# enough: only its shape matters. Steps set the scale (and, once measured, each stair's own
+# On a CPU a forward is compute-bound from the first extra query token, and in fp32 its exact
+# linear layers multiply at least 16 rows (cpu_linear.py), so a step costs what its padded rows
+# cost. On the project's 2-core VM SmolLM2's fp32 decode steps took about 40 ms plus 4 ms a row
+# on a line (eval/RESULTS.md §1); the fp32 prior is 30 ms plus 4 ms a row. In bf16 a row costs
+# less against the base: exact decode steps took about 35 ms plus 1.7 ms a row from 3 to 22
+# rows (fixed prompt-lookup trees of 2 to 32 nodes, 2026-12-02), hence 30 ms plus 1.5 ms.
+# Only the shape matters. Steps set the scale (and, once measured, the padded stair's own
 # price: StepCostModel), but when every step verifies a similar number of tokens the fit
 # cannot tell base from slope, and the prior's ratio decides. The ratio is the machine's
 # compute over its memory bandwidth, so it holds for larger models on the same CPU.
 CPU_PRIOR = CostCoefficients(base=0.03, per_query_token=0.004, past_knee=0.0, padded=True)
+CPU_PRIOR_BF16 = CostCoefficients(base=0.03, per_query_token=0.0015, past_knee=0.0)
 
 
 def prior_for(device: torch.device, dtype: torch.dtype, exact: bool = True) -> CostCoefficients:
     """The cost curve to start from for a model on `device` in `dtype` (`exact`: the invariant layout)."""
     if device.type != "cpu":
         return CostCoefficients()
+    if dtype == torch.bfloat16:
+        return CPU_PRIOR_BF16
     return replace(CPU_PRIOR, padded=exact and pads_rows(device, dtype))
 
 
@@ -104,11 +109,11 @@ PRIOR_BATCHES = ((1, 1, 1024), (1, 64, 1024), (8, 8, 8192), (8, 512, 8192),
 class StepCostModel:
     """Verify-step seconds from (requests, query tokens, KV tokens); learns from observe().
 
-    prior           coefficients before any data (default: DESIGN §4's H100 curve)
+    prior           coefficients before any data (default: the H100 curve above)
     prior_weight    how many steps each prior batch counts as; the prior never decays
     forget          weight kept by old observations per new one (0.999: half-life ~700 steps)
     trust_first     the first observations are taken as measured: the prior may be far off
-                    (DESIGN's H100 curve on a CPU is 50× too fast), and clipping against it
+                    (the H100 curve on a CPU is 50× too fast), and clipping against it
                     would keep the model from ever learning the real per-token cost
     max_ratio       after that, an observation above max_ratio × the current prediction is clipped to it:
                     one Triton compile or GC pause must not teach the controller that

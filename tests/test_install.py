@@ -1,4 +1,8 @@
-"""The project installed next to transformers must not break model loading (shared DESIGN §7)."""
+"""The project installed next to transformers must not break model loading.
+
+A top-level `kernels` package is what transformers imports its kernel hub from: a test
+distribution shipping one at version 0.18.5 made transformers 5.23's model code fail with
+ImportError. Ours is `lookahead.kernels`."""
 from __future__ import annotations
 
 import importlib.util

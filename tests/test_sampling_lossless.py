@@ -1,6 +1,6 @@
 """Lossless sampling, proven statistically: with any draft tree, emitted tokens follow the target's distribution.
 
-DESIGN §3: at a node with children c1..ck, accept ci with probability p(ci), on a
+The rule: at a node with children c1..ck, accept ci with probability p(ci), on a
 miss zero p(ci) and renormalise, and draw the bonus from what is left. Here a tiny
 vocabulary, a fixed target "model" (logits as a function of the context), random
 draft trees (tokens of zero, tiny and large probability) and many samples: the
