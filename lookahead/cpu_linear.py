@@ -27,6 +27,8 @@ True
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -60,10 +62,25 @@ def padded_rows(rows):
     return np.maximum(np.asarray(rows, np.float64), float(MIN_COLUMNS))
 
 
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    """The plain linear layers of `model` (in either class), which the switches below act on."""
+    return [m for m in model.modules() if type(m) in (nn.Linear, InvariantLinear)]
+
+
 def use_invariant_linear(model: nn.Module, on: bool = True) -> None:
     """Switch every plain `nn.Linear` of `model` to `InvariantLinear` (or back): the same modules and
     parameters (tied weights stay tied), only the class changes, so it costs nothing to undo."""
-    old, new = (nn.Linear, InvariantLinear) if on else (InvariantLinear, nn.Linear)
-    for module in model.modules():
-        if type(module) is old:
-            module.__class__ = new
+    for module in linear_layers(model):
+        module.__class__ = InvariantLinear if on else nn.Linear
+
+
+@contextmanager
+def invariant_rows(layers: list[nn.Linear], on: bool = True):
+    """`layers` (from `linear_layers`) as `InvariantLinear` (or stock) inside the block, stock after it."""
+    try:
+        for module in layers:
+            module.__class__ = InvariantLinear if on else nn.Linear
+        yield
+    finally:
+        for module in layers:
+            module.__class__ = nn.Linear

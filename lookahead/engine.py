@@ -28,7 +28,7 @@ from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
 from .attention import StepAttention
 from .controller import GoodputController
 from .cost_model import StepCostModel, prior_for
-from .cpu_linear import InvariantLinear
+from .cpu_linear import invariant_rows, linear_layers
 from .kv_cache import PagedKVCache
 
 
@@ -150,7 +150,7 @@ class Engine:
         self.config = config or EngineConfig()
         # Every row computed as if alone (cpu_linear.py): the class of these layers is switched for the
         # engine's own forwards only, so the user's model stays as it was between steps.
-        self._linears = [m for m in model.modules() if type(m) in (torch.nn.Linear, InvariantLinear)]
+        self._linears = linear_layers(model)
         self.clock = clock
         self.device = next(model.parameters()).device
         cfg = model.config
@@ -355,16 +355,9 @@ class Engine:
             scratch_k=torch.empty(scratch_shape, dtype=self.cache.k.dtype, device=self.device),
             scratch_v=torch.empty(scratch_shape, dtype=self.cache.v.dtype, device=self.device),
         )
-        linear = InvariantLinear if self.config.exact else torch.nn.Linear
-        try:
-            for m in self._linears:
-                m.__class__ = linear
-            with torch.inference_mode():
-                out = self.model(input_ids=inputs.input_ids[None], position_ids=inputs.position_ids[None],
-                                 lookahead_step=step, use_cache=False, logits_to_keep=inputs.logit_rows)
-        finally:
-            for m in self._linears:
-                m.__class__ = torch.nn.Linear
+        with invariant_rows(self._linears, on=self.config.exact), torch.inference_mode():
+            out = self.model(input_ids=inputs.input_ids[None], position_ids=inputs.position_ids[None],
+                             lookahead_step=step, use_cache=False, logits_to_keep=inputs.logit_rows)
         return out.logits[0].float(), step.scratch_k, step.scratch_v, inputs
 
     def _accept(self, batch, slices, logits, inputs) -> list[Acceptance | None]:
