@@ -218,23 +218,21 @@ def _request(q, k_new, v_new, flat_k, flat_v, req: InvariantPlan, scale, softcap
     qt = q.float().view(t, hkv, g, d).permute(1, 3, 0, 2).reshape(hkv, d, cols)
     qt = F.pad(qt, (0, r - cols)).contiguous()
     scores = _scores(keys.view(hkv, nb_s, BLOCK, d), qt[:, None], scale, softcap).view(hkv, length, r)
-    scores.masked_fill_(req.shared_hidden, float("-inf"))
-    m = scores.max(1).values  # [Hkv, R]
     tree_cols = slice(c * g, cols)
     if c < t:
-        tail_vals, tail_scores = _tail(q, k_new, v_new, keys, vals, req, scale, softcap)
-        nb_t = tail_scores.shape[2]
-        m_tail = tail_scores.flatten(2, 3).max(2).values  # [Hkv, T - c, 16]
-        m_tree = torch.maximum(m[:, tree_cols].reshape(hkv, t - c, g), m_tail[..., :g])
+        tail = _Tail(req, scores, keys, qt, k_new, v_new, vals, g, scale, softcap)
+    scores.masked_fill_(req.shared_hidden, float("-inf"))
+    m = scores.max(1).values  # [Hkv, R]
+    if c < t:
+        m_tree = torch.maximum(m[:, tree_cols].reshape(hkv, t - c, g), tail.scores.max(2).values)
         m[:, tree_cols] = m_tree.reshape(hkv, -1)
-        m_tail[..., :g] = m_tree
-        tail_e = torch.exp(tail_scores - m_tail[:, :, None, None, :])
-        tail_out = torch.matmul(tail_vals, tail_e)  # [Hkv, T - c, NB_T, D + 1, 16]
+        tail_out = tail.weighted_values(m_tree)  # [Hkv, T - c, NB_T, D + 1, 16]
     e_shared = torch.exp(scores - m[:, None, :]).view(hkv, nb_s, BLOCK, r)
     shared_out = torch.matmul(vals.view(hkv, nb_s, BLOCK, d + 1).transpose(2, 3), e_shared)  # [Hkv, NB_S, D+1, R]
     acc = torch.empty(hkv, d + 1, cols, dtype=torch.float32)
     acc[..., : c * g] = shared_out[..., : c * g].cumsum(1)[:, -1]
     if c < t:
+        nb_t = tail_out.shape[2]
         tail_cols = tail_out[..., :g].permute(0, 2, 3, 1, 4).reshape(hkv, nb_t, d + 1, (t - c) * g)
         seq = torch.cat([shared_out[..., tree_cols], tail_cols], dim=1)
         acc[..., tree_cols] = seq.cumsum(1)[:, -1]
@@ -242,23 +240,42 @@ def _request(q, k_new, v_new, flat_k, flat_v, req: InvariantPlan, scale, softcap
     return o.view(hkv, d, t, g).permute(2, 0, 3, 1).reshape(t, hq, d)
 
 
-def _tail(q, k_new, v_new, keys, vals, req: InvariantPlan, scale, softcap):
-    """Tree nodes' own blocks: values [Hkv, T-c, NB_T, D+1, BLOCK] (transposed) and scores [.., BLOCK, 16]."""
-    t, hq, d = q.shape
-    hkv = k_new.shape[1]
-    g = hq // hkv
-    c = req.chain
-    nodes, nb_t = req.tail_hidden.shape[:2]
-    start = req.tail_start
-    n_shared = len(req.prefix) + c
-    new_v = torch.cat([v_new.float(), v_new.new_ones(t, hkv, 1, dtype=torch.float32)], dim=2).transpose(0, 1)
-    table_k = torch.cat([keys[:, start:n_shared], k_new.float().transpose(0, 1), keys.new_zeros(hkv, 1, d)], dim=1)
-    table_v = torch.cat([vals[:, start:n_shared], new_v, vals.new_zeros(hkv, 1, d + 1)], dim=1)
-    tail_k = table_k[:, req.tail_index].view(hkv, nodes, nb_t, BLOCK, d)
-    tail_v = table_v[:, req.tail_index].view(hkv, nodes, nb_t, BLOCK, d + 1).transpose(3, 4)
-    cols = pad_columns(g)
-    qn = q[c:].float().view(nodes, hkv, g, d).permute(1, 0, 3, 2)  # [Hkv, nodes, D, G]
-    qn = F.pad(qn, (0, cols - g)).contiguous()
-    scores = _scores(tail_k, qn[:, :, None], scale, softcap)  # [Hkv, nodes, NB_T, BLOCK, 16]
-    scores.masked_fill_(req.tail_hidden, float("-inf"))
-    return tail_v, scores
+class _Tail:
+    """The tree nodes' own blocks (positions from tail_start on), read through `req.tail_index` from a table of
+    [the shared positions tail_start.., the new tokens, a hidden row].
+
+    Scores are gathered, not recomputed: a key's score with a query column is the same element
+    whichever product computed it (every product here has BLOCK rows and >= MIN_COLUMNS columns),
+    so the shared keys' come from the shared scores and the new tokens' from one product of
+    their keys with all query columns. Values are gathered per node: each node's block sums its
+    own ancestors.
+    """
+
+    def __init__(self, req: InvariantPlan, scores, keys, qt, k_new, v_new, vals, g, scale, softcap):
+        hkv, _, r = scores.shape
+        t, d = k_new.shape[0], k_new.shape[2]
+        c = req.chain
+        self.nodes, self.nb_t = req.tail_hidden.shape[:2]
+        start, n_shared = req.tail_start, len(req.prefix) + c
+        n_blocks = -(-t // BLOCK)
+        new_keys = keys.new_zeros(hkv, n_blocks * BLOCK, d)
+        new_keys[:, :t] = k_new.transpose(0, 1)
+        new_scores = _scores(new_keys.view(hkv, n_blocks, BLOCK, d), qt[:, None], scale, softcap)
+        table = torch.cat([scores[:, start:n_shared], new_scores.view(hkv, -1, r)[:, :t],
+                           scores.new_full((hkv, 1, r), float("-inf"))], dim=1)
+        rows = table.shape[1]
+        table = table[:, :, c * g : t * g].reshape(hkv, rows, self.nodes, g).transpose(1, 2)  # [Hkv, nodes, rows, G]
+        width = self.nb_t * BLOCK
+        index = req.tail_index.view(1, self.nodes, width, 1).expand(hkv, -1, -1, g)
+        self.scores = torch.gather(table, 2, index)  # [Hkv, nodes, width, G]
+        self.scores.masked_fill_(req.tail_hidden.view(1, self.nodes, width, 1), float("-inf"))
+        new_v = torch.cat([v_new.float(), v_new.new_ones(t, hkv, 1, dtype=torch.float32)], dim=2).transpose(0, 1)
+        table_v = torch.cat([vals[:, start:n_shared], new_v, vals.new_zeros(hkv, 1, d + 1)], dim=1)
+        self.values = torch.index_select(table_v, 1, req.tail_index).view(hkv, self.nodes, self.nb_t, BLOCK, d + 1)
+
+    def weighted_values(self, m: torch.Tensor) -> torch.Tensor:
+        """m [Hkv, nodes, G]: each column's max score -> [Hkv, nodes, NB_T, D + 1, MIN_COLUMNS] block sums."""
+        hkv, nodes, width, g = self.scores.shape
+        e = torch.exp(self.scores - m[:, :, None, :])
+        e = F.pad(e, (0, pad_columns(g) - g)).view(hkv, nodes, self.nb_t, BLOCK, -1)
+        return torch.matmul(self.values.transpose(3, 4), e)
