@@ -12,8 +12,9 @@ them is cached, part of the causal chain or one of its tree ancestors:
 
   * keys every query of a request sees (its cached prefix, then its causal chain: the
     prompt chunk or the bonus token) are scored in blocks [BLOCK, D] @ [D, queries];
-  * a tree node's blocks from the one holding the first tree position on are gathered per
-    node: the shared keys of that block, then its ancestors at their positions;
+  * a tree node's blocks from the one holding the first tree position on are its own: their
+    scores are gathered (the shared keys' from the shared scores, its ancestors' from one
+    product of the new keys with every query), their values gathered per node;
   * scores, the max and exp are elementwise; each block's weighted sum of values and of
     ones (the softmax denominator) is one product [D + 1, BLOCK] @ [BLOCK, queries]; the
     blocks are summed in position order by a sequential scan (cumsum), so blocks that hold
@@ -23,9 +24,9 @@ Every product has fixed M and K and at least MIN_COLUMNS columns (invariant_gemm
 the query's key blocks are the same blocks in both calls, so the same floating-point
 operations run in the same order.
 
-A long prefill chunk (more than MAX_TREE_ROWS new tokens and no tree) goes to SDPA instead:
-it is the same chunk of the same request in plain and speculative decoding, so a
-deterministic kernel is enough there, and SDPA tiles it.
+A long prefill chunk (more than MAX_TREE_ROWS new tokens and no tree) goes to the reference
+(`attend_request`, SDPA for long ones) instead: it is the same chunk of the same request in
+plain and speculative decoding, so a deterministic computation is enough there.
 
 >>> import torch
 >>> q = k = v = torch.ones(2, 1, 4)
@@ -44,10 +45,10 @@ import torch
 import torch.nn.functional as F
 
 from .invariant_gemm import pad_columns
-from .tree_attention import prefix_rows, request_trees
+from .tree_attention import RequestPlan, attend_request, prefix_rows, request_trees
 
 BLOCK = 64  # key positions per block
-MAX_TREE_ROWS = 128  # more new tokens than this, with no tree, is a prefill chunk (SDPA)
+MAX_TREE_ROWS = 128  # more new tokens than this, with no tree, is a prefill chunk (the reference)
 
 
 @dataclass
@@ -64,7 +65,7 @@ class InvariantPlan:
     tail_index     int64 [(T - c) * NB_T * BLOCK]: for tree node i and position tail_start + j,
                    the row of [shared keys tail_start.., new keys (T), a zero row] it reads
     tail_hidden    bool [T - c, NB_T, BLOCK, 1]
-    sdpa_mask      bool [T, n + T] for a long prefill chunk (SDPA), else None
+    prefill        a long prefill chunk's plan for the reference, else None
     """
 
     rows: tuple[int, int]
@@ -74,7 +75,7 @@ class InvariantPlan:
     tail_start: int = 0
     tail_index: torch.Tensor | None = None
     tail_hidden: torch.Tensor | None = None
-    sdpa_mask: torch.Tensor | None = None
+    prefill: RequestPlan | None = None
 
 
 def causal_chain(tree: torch.Tensor, positions: torch.Tensor, n_prefix: int) -> int:
@@ -109,7 +110,8 @@ def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, 
             vis = k_pos[None, :] <= pos[:, None]
             if window is not None:
                 vis &= (pos[:, None] - k_pos[None, :]) < window
-            out.append(InvariantPlan((s, e), c, prefix, sdpa_mask=vis))
+            prefill = RequestPlan((s, e), prefix, None if vis.all() else vis)
+            out.append(InvariantPlan((s, e), c, prefix, prefill=prefill))
             continue
         n_shared = n + c
         nb_s = -(-n_shared // BLOCK)
@@ -163,26 +165,11 @@ def tree_attention_invariant(
     flat_k, flat_v = k_cache.reshape(-1, kv_heads, d), v_cache.reshape(-1, kv_heads, d)
     for req in plan:
         s, e = req.rows
-        if req.sdpa_mask is not None:
-            out[s:e] = _prefill_sdpa(q[s:e], k_new[s:e], v_new[s:e], flat_k, flat_v, req, scale, softcap)
+        if req.prefill is not None:
+            out[s:e] = attend_request(q[s:e], k_new[s:e], v_new[s:e], flat_k, flat_v, req.prefill, scale, softcap)
         else:
             out[s:e] = _request(q[s:e], k_new[s:e], v_new[s:e], flat_k, flat_v, req, scale, softcap).to(q.dtype)
     return out
-
-
-def _prefill_sdpa(q, k_new, v_new, flat_k, flat_v, req, scale, softcap):
-    keys = torch.cat([flat_k[req.prefix], k_new]).float().transpose(0, 1)
-    values = torch.cat([flat_v[req.prefix], v_new]).float().transpose(0, 1)
-    qh = q.float().transpose(0, 1)
-    group = q.shape[1] // k_new.shape[1]
-    if softcap is None:
-        o = F.scaled_dot_product_attention(qh, keys, values, attn_mask=req.sdpa_mask, scale=scale,
-                                           enable_gqa=group > 1)
-    else:
-        kg = keys.repeat_interleave(group, 0)
-        scores = softcap * torch.tanh(qh @ kg.transpose(1, 2) * scale / softcap)
-        o = scores.masked_fill(~req.sdpa_mask, float("-inf")).softmax(-1) @ values.repeat_interleave(group, 0)
-    return o.transpose(0, 1).to(q.dtype)
 
 
 def _scores(keys, queries, scale, softcap):

@@ -134,26 +134,32 @@ def tree_attention_reference(
             plans[window] = plan
     out = torch.empty_like(q)
     kv_heads, d = k_new.shape[1], k_new.shape[2]
-    group = q.shape[1] // kv_heads
     flat_k, flat_v = k_cache.reshape(-1, kv_heads, d), v_cache.reshape(-1, kv_heads, d)
     for req in plan:
-        (s, e), n_prefix, t = req.rows, len(req.prefix), req.rows[1] - req.rows[0]
-        k_b = _keys(flat_k, req.prefix, k_new[s:e]).transpose(0, 1)  # [Hkv, L, D]
-        v_b = _keys(flat_v, req.prefix, v_new[s:e]).transpose(0, 1)
-        q_b = q[s:e].float().transpose(0, 1)  # [Hq, T, D]
-        if softcap is None and q.shape[1] * t * (n_prefix + t) > _SPELLED_OUT_SCORES:
-            o = F.scaled_dot_product_attention(q_b, k_b, v_b, attn_mask=req.visible, scale=scale,
-                                               enable_gqa=group > 1)
-        else:
-            # Query head h reads KV head h // group: fold each group into rows of one KV head.
-            scores = q_b.reshape(kv_heads, group * t, d) @ k_b.transpose(1, 2) * scale
-            if softcap is not None:
-                scores = softcap * torch.tanh(scores / softcap)
-            if req.visible is not None:
-                scores.view(kv_heads, group, t, -1).masked_fill_(~req.visible, float("-inf"))
-            o = (scores.softmax(-1) @ v_b).view(kv_heads * group, t, d)
-        out[s:e] = o.transpose(0, 1).to(q.dtype)
+        s, e = req.rows
+        out[s:e] = attend_request(q[s:e], k_new[s:e], v_new[s:e], flat_k, flat_v, req, scale, softcap)
     return out
+
+
+def attend_request(q, k_new, v_new, flat_k, flat_v, req: RequestPlan, scale: float, softcap: float | None):
+    """One request of the reference: q [T, Hq, D], its new k/v [T, Hkv, D], the flattened cache -> [T, Hq, D]."""
+    n_prefix, t = len(req.prefix), q.shape[0]
+    kv_heads, d = k_new.shape[1], k_new.shape[2]
+    group = q.shape[1] // kv_heads
+    k_b = _keys(flat_k, req.prefix, k_new).transpose(0, 1)  # [Hkv, L, D]
+    v_b = _keys(flat_v, req.prefix, v_new).transpose(0, 1)
+    q_b = q.float().transpose(0, 1)  # [Hq, T, D]
+    if softcap is None and q.shape[1] * t * (n_prefix + t) > _SPELLED_OUT_SCORES:
+        o = F.scaled_dot_product_attention(q_b, k_b, v_b, attn_mask=req.visible, scale=scale, enable_gqa=group > 1)
+    else:
+        # Query head h reads KV head h // group: fold each group into rows of one KV head.
+        scores = q_b.reshape(kv_heads, group * t, d) @ k_b.transpose(1, 2) * scale
+        if softcap is not None:
+            scores = softcap * torch.tanh(scores / softcap)
+        if req.visible is not None:
+            scores.view(kv_heads, group, t, -1).masked_fill_(~req.visible, float("-inf"))
+        o = (scores.softmax(-1) @ v_b).view(kv_heads * group, t, d)
+    return o.transpose(0, 1).to(q.dtype)
 
 
 def _keys(flat_cache: torch.Tensor, prefix: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
