@@ -25,7 +25,10 @@ def rows(path: Path) -> list[dict]:
 
 def run_until_new_line(args: list[str], out: Path, sig: int, have: int) -> subprocess.CompletedProcess:
     """Start the CLI, wait until it has written a line beyond the `have` already there, then signal it."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: restore the default so the CLI sees Ctrl-C as a user's terminal sends it.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if out.exists() and out.read_text().count("\n") > have:
@@ -42,7 +45,7 @@ def test_ctrl_c_then_kill_then_resume_runs_every_request_once(tiny_model_dir, tm
     out = tmp_path / "out.jsonl"
     # One request at a time while interrupting, so that requests finish one by one while others wait.
     args = [LOOKAHEAD, "run", "-i", str(src), "-o", str(out), "--model", str(tiny_model_dir),
-            "--max-new-tokens", "48", "--drafter", "prompt-lookup"]
+            "--max-new-tokens", "8", "--drafter", "prompt-lookup"]
     one_at_a_time = ["--max-batch-size", "1"]
 
     first = run_until_new_line(args + one_at_a_time, out, signal.SIGINT, have=0)
