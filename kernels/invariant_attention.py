@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .invariant_gemm import pad_columns
-from .tree_attention import RequestPlan, attend_request, prefix_rows, request_trees
+from .tree_attention import RequestPlan, attend_request, memoised, prefix_rows, request_trees
 
 BLOCK = 64  # key positions per block
 MAX_TREE_ROWS = 128  # more new tokens than this, with no tree, is a prefill chunk (the reference)
@@ -153,13 +153,9 @@ def tree_attention_invariant(
     plans: dict | None = None,
 ) -> torch.Tensor:
     """Shapes as tree_attention_reference. plans: the per-step memo."""
-    key = ("invariant", window)
-    plan = plans.get(key) if plans is not None else None
-    if plan is None:
-        plan = plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, k_cache.shape[1],
-                              q.shape[1] // k_new.shape[1], window=window, positions=positions)
-        if plans is not None:
-            plans[key] = plan
+    plan = memoised(plans, ("invariant", window), lambda: plan_invariant(
+        block_table, kv_lens, qo_indptr, tree_mask, k_cache.shape[1], q.shape[1] // k_new.shape[1],
+        window=window, positions=positions))
     out = torch.empty_like(q)
     kv_heads, d = k_new.shape[1], k_new.shape[2]
     flat_k, flat_v = k_cache.reshape(-1, kv_heads, d), v_cache.reshape(-1, kv_heads, d)

@@ -74,6 +74,15 @@ def prefix_rows(blocks: torch.Tensor, length: int, block_size: int) -> torch.Ten
     return (blocks[:n_blocks].long()[:, None] * block_size + offsets).flatten()[:length]
 
 
+def memoised(plans: dict | None, key, build):
+    """plans[key], made by build() the first time it is asked for (a step's layers share one plan)."""
+    if plans is None:
+        return build()
+    if key not in plans:
+        plans[key] = build()
+    return plans[key]
+
+
 def request_trees(kv_lens, qo_indptr, tree_mask):
     """(b, kv_len, (s, e), bool [T, T] visibility among its new tokens) for every request with new tokens."""
     indptr = qo_indptr.tolist()
@@ -126,12 +135,8 @@ def tree_attention_reference(
     plans: dict | None = None,
 ) -> torch.Tensor:
     """plans: a dict the caller keeps for one step; the layer-invariant plan is memoised in it by window."""
-    plan = plans.get(window) if plans is not None else None
-    if plan is None:
-        plan = plan_reference(block_table, kv_lens, qo_indptr, tree_mask, k_cache.shape[1], window=window,
-                              positions=positions)
-        if plans is not None:
-            plans[window] = plan
+    plan = memoised(plans, window, lambda: plan_reference(block_table, kv_lens, qo_indptr, tree_mask,
+                                                          k_cache.shape[1], window=window, positions=positions))
     out = torch.empty_like(q)
     kv_heads, d = k_new.shape[1], k_new.shape[2]
     flat_k, flat_v = k_cache.reshape(-1, kv_heads, d), v_cache.reshape(-1, kv_heads, d)
