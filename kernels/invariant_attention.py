@@ -114,7 +114,7 @@ def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, 
             out.append(InvariantPlan((s, e), c, prefix, prefill=prefill))
             continue
         n_shared = n + c
-        nb_s = -(-n_shared // BLOCK)
+        nb_s = max(1, -(-n_shared // BLOCK))  # one block even when nothing is shared (a hidden one)
         key_pos = torch.arange(nb_s * BLOCK, device=tree.device)
         tail_start = (n_shared // BLOCK) * BLOCK if c < t else nb_s * BLOCK
         limit = torch.where(torch.arange(t, device=tree.device) < c, pos + 1,

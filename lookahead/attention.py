@@ -31,7 +31,7 @@ class StepAttention:
     block_table int32 [B, max_blocks]   kv_lens int32 [B]   qo_indptr int32 [B + 1]
     tree_mask   int64 [ΣT, W]           positions int64 [ΣT] (the position ids; sliding windows use them)
     scratch_k, scratch_v [layers, ΣT, kv_heads, head_dim]: filled layer by layer
-    plans: the CPU reference's layer-invariant work, done by the first layer (per window)
+    plans: the attention paths' layer-invariant work, done by the first layer (per window)
     """
 
     cache: PagedKVCache
@@ -42,7 +42,7 @@ class StepAttention:
     positions: torch.Tensor
     scratch_k: torch.Tensor
     scratch_v: torch.Tensor
-    exact: bool = True  # the tree-invariant CPU path (kernels/invariant_attention.py)
+    exact: bool = True  # the tree-invariant paths (kernels/invariant_attention*.py)
     plans: dict = field(default_factory=dict)
 
 
@@ -65,7 +65,7 @@ def lookahead_attention(module, query, key, value, attention_mask, scaling=None,
     step.scratch_k[layer] = k
     step.scratch_v[layer] = v
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    out = tree_attention(  # Triton on CUDA, the reference elsewhere
+    out = tree_attention(  # Triton on CUDA, the CPU paths elsewhere (exact: the tree-invariant ones)
         query[0].transpose(0, 1),
         k,
         v,

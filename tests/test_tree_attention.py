@@ -168,17 +168,25 @@ def test_random_trees(data):
 
 
 def test_dispatcher(monkeypatch):
+    """exact picks the tree-invariant path on either device; the CPU takes Triton only when told to."""
+    from lookahead.kernels import invariant_attention as ia
+    from lookahead.kernels import invariant_attention_triton as it
+
     args = make_batch(tree_masks([CHAIN5]), kv_lens=[9])
     calls = []
-    monkeypatch.setattr(tt, "tree_attention_triton",
-                        lambda *a, **kw: calls.append(1) or tree_attention_reference(*a, **kw))
+    for module, name in ((tt, "tree_attention_triton"), (it, "tree_attention_invariant_triton"),
+                         (ia, "tree_attention_invariant")):
+        monkeypatch.setattr(module, name, lambda *a, _name=name, plans=None, **kw:
+                            calls.append(_name) or tree_attention_reference(*a, **kw))
     monkeypatch.setenv("LOOKAHEAD_TRITON_INTERPRET_TEST", "1")
+    ta.tree_attention(*args, exact=False)
     ta.tree_attention(*args)
-    assert calls == [1]
+    assert calls == ["tree_attention_triton", "tree_attention_invariant_triton"]
     if DEVICE == "cpu":
         monkeypatch.delenv("LOOKAHEAD_TRITON_INTERPRET_TEST")
         ta.tree_attention(*args)
-        assert calls == [1]  # CPU tensors without the override take the reference
+        ta.tree_attention(*args, exact=False)  # the reference itself: no call recorded
+        assert calls[2:] == ["tree_attention_invariant"]
 
 
 # ---- Gemma-style options: sliding window and soft-capped scores --------------------------

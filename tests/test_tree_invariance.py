@@ -3,7 +3,10 @@
 For random batches of random trees over random prefix lengths, on tiny random Llama, Qwen2
 and Gemma-3 models in fp32 and bf16: every row's logits in one verify step equal, bit for
 bit, the logits plain decoding computes for the same path decoded alone (the request's
-prompt prefilled alone, then the path's tokens fed one step at a time).
+prompt prefilled alone, then the path's tokens fed one step at a time). Through the CPU
+attention path in fp32 and bf16, and through the Triton kernel in fp32 (compiled with CUDA,
+else under TRITON_INTERPRET=1, fewer examples); test_invariant_attention.py checks each
+attention path alone, the Triton one in fp16 too.
 """
 from __future__ import annotations
 
@@ -82,7 +85,20 @@ def path_to(tree: DraftTree, i: int) -> list[int]:
 @given(batch=st.lists(requests(), min_size=1, max_size=3))
 @settings(**SETTINGS)
 def test_every_row_equals_its_path_decoded_alone(arch, dtype, batch):
-    model = model_for(arch, dtype)
+    check_rows(model_for(arch, dtype), batch)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+@given(batch=st.lists(requests(), min_size=1, max_size=3))
+@settings(**dict(SETTINGS, max_examples=3))
+def test_through_the_triton_kernel(arch, batch):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOOKAHEAD_TRITON_INTERPRET_TEST", "1")
+        check_rows(model_for(arch, torch.float32), batch)
+
+
+def check_rows(model, batch):
+    arch, dtype = model.config.model_type, model.dtype
     tree_mode = Stepper(model)
     for b, (prompt, _, tree) in enumerate(batch):
         tree_mode.add(f"r{b}", len(prompt) + len(tree) + 2)

@@ -1,0 +1,261 @@
+"""Tree-invariant tree attention in Triton, beside its CPU twin (invariant_attention.py).
+
+Same contract as `tree_attention_reference` (tree_attention.py), and the promise of
+invariant_attention.py: a query's output row is bitwise independent of the other queries,
+trees and requests in the call, and equal to what the kernel gives for the same token
+decoded alone (one new token, its ancestors already in the cache).
+
+How: one program per (new token, KV head, split), its rows the `group` query heads of that
+KV head (padded to 16 rows for tl.dot). The token at position p reduces over key positions
+0..p (from p - window + 1 with a window), in BLOCK_N-position blocks aligned at position 0,
+in position order. Slot j of block n always holds position n * BLOCK_N + j: from the paged
+cache when it is below the request's kv_len, else the new token that is the query's
+ancestor at that position, read through an ancestor table. So a token sees the same keys in
+the same slots, in the same order, whether its ancestors are cached or are nodes of the same
+tree, and every tile has the same shape whatever the batch: the same floating-point
+operations run. Splits cut positions at fixed multiples of SPLIT_BLOCKS * BLOCK_N (never by
+batch or tree size); the merge folds a token's own splits in position order.
+
+The price against tree_attention_triton.py: a tree's nodes each read the shared prefix
+(the other kernel loads a KV tile once per tile of nodes), and one token per program pads
+the group to 16 rows.
+
+The ancestor table: ancestors[i, k] is the request-local index of the new token that query
+i sees at position kv_len + k (-1 where there is none). A new token's ancestors precede it,
+one per position, so the k-th token that row i's mask shows sits at position kv_len + k.
+
+Example (runs on the GPU, or on the CPU with TRITON_INTERPRET=1 set before importing):
+>>> import torch                                                          # doctest: +SKIP
+>>> q = k = v = torch.ones(2, 1, 4, device="cuda")                        # doctest: +SKIP
+>>> cache = torch.zeros(1, 16, 1, 4, device="cuda")                       # doctest: +SKIP
+>>> i32 = dict(dtype=torch.int32, device="cuda")                          # doctest: +SKIP
+>>> tree_attention_invariant_triton(q, k, v, cache, cache, torch.zeros(1, 1, **i32),
+...     torch.zeros(1, **i32), torch.tensor([0, 2], **i32),
+...     torch.tensor([[0b01], [0b11]], device="cuda"), scale=0.5).shape  # doctest: +SKIP
+torch.Size([2, 1, 4])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .tree_attention import memoised, unpack_mask
+from .tree_attention_triton import _LOG2E, _online_softmax_step
+
+BLOCK_N = 64  # key positions per block
+# Positions per split: 1024 keys of 128 dims in bf16 are 256 KiB of K and V per program, and a
+# 32k context still gives 32 splits per (token, KV head) to spread over the SMs.
+SPLIT_BLOCKS = 16
+
+
+@dataclass
+class InvariantInputs:
+    """The layer-invariant part of a step for the kernel (built once per step, on q's device).
+
+    request    int32 [ΣT]: the request each new token belongs to
+    positions  int32 [ΣT]: each new token's position (kv_len + depth unless the caller gave them)
+    ancestors  int32 [ΣT, A]: request-local index of the token row i sees at position kv_len + k, or -1
+    n_splits   splits in the grid: enough for the longest possible position
+    """
+
+    request: torch.Tensor
+    positions: torch.Tensor
+    ancestors: torch.Tensor
+    n_splits: int
+
+
+def plan_inputs(block_table, kv_lens, qo_indptr, tree_mask, page: int,
+                positions: torch.Tensor | None = None) -> InvariantInputs:
+    """Device tensor work only (no host sync): the request of each row, its position, its ancestors.
+
+    >>> plan = plan_inputs(torch.zeros(1, 1, dtype=torch.int32), torch.tensor([5], dtype=torch.int32),
+    ...     torch.tensor([0, 3], dtype=torch.int32), torch.tensor([[0b001], [0b011], [0b101]]), page=16)
+    >>> plan.positions.tolist(), plan.ancestors[:, :2].tolist()  # a root and two children
+    ([5, 6, 6], [[0, -1], [0, 1], [0, 2]])
+    """
+    n_tokens, words = tree_mask.shape
+    device = tree_mask.device
+    width = words * 64
+    rows = torch.arange(n_tokens, device=device)
+    request = torch.searchsorted(qo_indptr[1:].to(torch.int64), rows, right=True)
+    seen = unpack_mask(tree_mask, width)  # [ΣT, A]
+    rank = seen.long().cumsum(1) - 1
+    anc = torch.full((n_tokens, width + 1), -1, dtype=torch.int64, device=device)
+    slot = torch.where(seen, rank, torch.full_like(rank, width))  # hidden bits land in the spare column
+    anc.scatter_(1, slot, torch.arange(width, device=device).expand(n_tokens, -1))
+    kv = kv_lens.to(device, torch.int64)[request]
+    if positions is None:
+        positions = kv + rank[:, -1]
+    capacity = block_table.shape[1] * page + width  # no position can reach this
+    return InvariantInputs(request.to(torch.int32), positions.to(device, torch.int32),
+                           anc[:, :width].to(torch.int32).contiguous(),
+                           triton.cdiv(capacity, SPLIT_BLOCKS * BLOCK_N))
+
+
+@triton.jit
+def _window_start(p_q, window, HAS_WINDOW: tl.constexpr):
+    """The first key position a query at p_q sees."""
+    if HAS_WINDOW:
+        return tl.maximum(p_q - window + 1, 0)
+    return p_q * 0
+
+
+@triton.jit
+def _invariant_partials(
+    Q, K_NEW, V_NEW, K_CACHE, V_CACHE, BLOCK_TABLE, KV_LENS, QO_INDPTR, REQUEST, POSITIONS, ANCESTORS,
+    O_PART, LSE_PART,  # [n_splits, ΣT, Hq, BLOCK_D] fp32, [n_splits, ΣT, Hq] fp32
+    qk_scale, cap_log2, window,
+    stride_qt, stride_qh,
+    stride_nt, stride_nh,  # k_new and v_new share strides
+    stride_cb, stride_cs, stride_ch,  # k_cache and v_cache share strides
+    stride_bt, stride_at,
+    stride_ps, stride_pt, stride_ph,
+    stride_ls, stride_lt,
+    HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, PAGE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, SPLIT_BLOCKS: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    i = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    split = tl.program_id(2)
+    p_q = tl.load(POSITIONS + i)
+    lo = _window_start(p_q, window, HAS_WINDOW)
+    first = tl.maximum(lo // BLOCK_N, split * SPLIT_BLOCKS)
+    last = tl.minimum(p_q // BLOCK_N + 1, (split + 1) * SPLIT_BLOCKS)
+    if first >= last:
+        return
+    b = tl.load(REQUEST + i)
+    q_start = tl.load(QO_INDPTR + b)
+    kv_len = tl.load(KV_LENS + b)
+
+    rows = tl.arange(0, BLOCK_M)
+    row_ok = rows < GROUP
+    head = h * GROUP + rows
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    q = tl.load(Q + i * stride_qt + head[:, None] * stride_qh + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    cols = tl.arange(0, BLOCK_N)
+    for n in range(first, last):
+        pos = n * BLOCK_N + cols
+        seen = (pos >= lo) & (pos <= p_q)
+        cached = seen & (pos < kv_len)
+        fresh = seen & (pos >= kv_len)
+        anc = tl.load(ANCESTORS + i * stride_at + (pos - kv_len), mask=fresh, other=-1)
+        fresh = fresh & (anc >= 0)
+        page = tl.load(BLOCK_TABLE + b * stride_bt + pos // PAGE, mask=cached, other=0)
+        off_c = page.to(tl.int64) * stride_cb + (pos % PAGE) * stride_cs + h * stride_ch
+        off_n = (q_start + anc).to(tl.int64) * stride_nt + h * stride_nh
+        c_mask = cached[:, None] & d_ok[None, :]
+        n_mask = fresh[:, None] & d_ok[None, :]
+        k = tl.where(c_mask, tl.load(K_CACHE + off_c[:, None] + d[None, :], mask=c_mask, other=0.0),
+                     tl.load(K_NEW + off_n[:, None] + d[None, :], mask=n_mask, other=0.0))
+        v = tl.where(c_mask, tl.load(V_CACHE + off_c[:, None] + d[None, :], mask=c_mask, other=0.0),
+                     tl.load(V_NEW + off_n[:, None] + d[None, :], mask=n_mask, other=0.0))
+        visible = (cached | fresh)[None, :] & row_ok[:, None]
+        m_i, l_i, acc = _online_softmax_step(q, k, v, visible, m_i, l_i, acc, qk_scale, cap_log2,
+                                             SOFTCAP, DOT_PRECISION)
+    seen_any = l_i > 0
+    o = acc / tl.where(seen_any, l_i, 1.0)[:, None]
+    lse = tl.where(seen_any, m_i + tl.log2(tl.where(seen_any, l_i, 1.0)), float("-inf"))
+    part = split.to(tl.int64)
+    tl.store(LSE_PART + part * stride_ls + i * stride_lt + head, lse, mask=row_ok)
+    tl.store(O_PART + part * stride_ps + i * stride_pt + head[:, None] * stride_ph + d[None, :], o,
+             mask=row_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _merge_own_splits(
+    O_PART, LSE_PART, OUT, POSITIONS, window, n_heads,
+    stride_ps, stride_pt, stride_ph,
+    stride_ls, stride_lt,
+    stride_ot, stride_oh,
+    HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, SPLIT_BLOCKS: tl.constexpr, HAS_WINDOW: tl.constexpr,
+):
+    """out[i, heads] = sum_s 2^lse_s o_s / sum_s 2^lse_s over the splits that hold token i's keys, in order."""
+    i = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    d = tl.arange(0, BLOCK_D)
+    head_ok = head < n_heads
+    p_q = tl.load(POSITIONS + i)
+    s_lo = _window_start(p_q, window, HAS_WINDOW) // (BLOCK_N * SPLIT_BLOCKS)
+    s_hi = p_q // (BLOCK_N * SPLIT_BLOCKS) + 1
+    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
+    for s in range(s_lo, s_hi):
+        lse = tl.load(LSE_PART + s * stride_ls + i * stride_lt + head, mask=head_ok, other=float("-inf"))
+        o = tl.load(O_PART + s * stride_ps + i * stride_pt + head[:, None] * stride_ph + d[None, :],
+                    mask=head_ok[:, None] & (d < HEAD_DIM)[None, :], other=0.0)
+        m_new = tl.maximum(m, lse)
+        m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m - m_shift)
+        w = tl.exp2(lse - m_shift)
+        acc = acc * alpha[:, None] + w[:, None] * o
+        total = total * alpha + w
+        m = m_new
+    out = acc / tl.where(total > 0, total, 1.0)[:, None]
+    tl.store(OUT + i * stride_ot + head[:, None] * stride_oh + d[None, :],
+             out.to(OUT.dtype.element_ty), mask=head_ok[:, None] & (d < HEAD_DIM)[None, :])
+
+
+def tree_attention_invariant_triton(
+    q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, scale: float,
+    *, window: int | None = None, softcap: float | None = None, positions: torch.Tensor | None = None,
+    plans: dict | None = None,
+) -> torch.Tensor:
+    """Arguments as `tree_attention_reference`; positions, when given, are the new tokens' own
+    (a cached key at index j has position j). plans: the per-step memo for the ancestor table."""
+    n_tokens, n_q_heads, head_dim = q.shape
+    n_kv_heads = k_new.shape[1]
+    group = n_q_heads // n_kv_heads
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if n_tokens == 0:
+        return out
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    if k_new.stride() != v_new.stride() or k_new.stride(-1) != 1:
+        k_new, v_new = k_new.contiguous(), v_new.contiguous()
+    assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1, \
+        "k_cache and v_cache need equal strides and a contiguous last dim"
+    page = k_cache.shape[1]
+    inputs = memoised(plans, "invariant_triton", lambda: plan_inputs(
+        block_table, kv_lens, qo_indptr, tree_mask, page, positions))
+    block_table = block_table.to(torch.int32)
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    o_part = torch.empty(inputs.n_splits, n_tokens, n_q_heads, block_d, device=q.device, dtype=torch.float32)
+    lse_part = torch.empty(inputs.n_splits, n_tokens, n_q_heads, device=q.device, dtype=torch.float32)
+    _invariant_partials[(n_tokens, n_kv_heads, inputs.n_splits)](
+        q, k_new, v_new, k_cache, v_cache, block_table, kv_lens.to(torch.int32), qo_indptr.to(torch.int32),
+        inputs.request, inputs.positions, inputs.ancestors, o_part, lse_part,
+        scale * _LOG2E if softcap is None else scale / softcap,
+        0.0 if softcap is None else softcap * _LOG2E,
+        0 if window is None else window,
+        q.stride(0), q.stride(1),
+        k_new.stride(0), k_new.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        block_table.stride(0), inputs.ancestors.stride(0),
+        o_part.stride(0), o_part.stride(1), o_part.stride(2),
+        lse_part.stride(0), lse_part.stride(1),
+        HEAD_DIM=head_dim, GROUP=group, PAGE=page,
+        BLOCK_M=max(16, triton.next_power_of_2(group)), BLOCK_N=BLOCK_N, BLOCK_D=block_d,
+        SPLIT_BLOCKS=SPLIT_BLOCKS, HAS_WINDOW=window is not None, SOFTCAP=softcap is not None,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=4, num_stages=2,
+    )
+    merge_heads = min(8, triton.next_power_of_2(n_q_heads))
+    _merge_own_splits[(n_tokens, triton.cdiv(n_q_heads, merge_heads))](
+        o_part, lse_part, out, inputs.positions, 0 if window is None else window, n_q_heads,
+        o_part.stride(0), o_part.stride(1), o_part.stride(2),
+        lse_part.stride(0), lse_part.stride(1),
+        out.stride(0), out.stride(1),
+        HEAD_DIM=head_dim, BLOCK_H=merge_heads, BLOCK_D=block_d,
+        BLOCK_N=BLOCK_N, SPLIT_BLOCKS=SPLIT_BLOCKS, HAS_WINDOW=window is not None,
+    )
+    return out
