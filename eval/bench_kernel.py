@@ -1,5 +1,7 @@
 """Benchmark the Triton tree-attention kernel against PyTorch SDPA with a dense mask.
 
+Both kernels: the fast one (tree_attention_triton.py) and the tree-invariant one that exact
+runs use (invariant_attention_triton.py; the "exact / kernel" column is the price of invariance).
 Sweeps batch x tree nodes x context with 8B-style heads (32 query / 8 KV heads, head dim
 128, bf16, 16-token pages) and reports milliseconds and the achieved KV read bandwidth:
 the bytes of K and V a request must read at least once (committed prefix + tree, every KV
@@ -45,12 +47,14 @@ class Result:
     batch: int
     tree: int
     context: int
-    kernel_ms: float
+    kernel_ms: float  # the fast kernel (tree_attention_triton.py)
+    exact_ms: float  # the tree-invariant kernel (invariant_attention_triton.py), what exact runs use
     sdpa_ms: float
     kv_bytes: int  # K and V bytes read at least once: B * (context + tree) * Hkv * D * 2 * itemsize
     kernel_bw_frac: float  # kv_bytes / kernel time / peak bandwidth
     sdpa_bw_frac: float
     max_abs_diff: float  # kernel vs SDPA output
+    exact_max_abs_diff: float  # tree-invariant kernel vs SDPA output
 
 
 @dataclass
@@ -128,6 +132,7 @@ def time_ms(fn, interpret: bool) -> float:
 
 def run_case(batch: int, n_nodes: int, context: int, heads: Heads, device: str,
              peak_bw: float, interpret: bool) -> Result:
+    from lookahead.kernels.invariant_attention_triton import tree_attention_invariant_triton
     from lookahead.kernels.tree_attention_triton import tree_attention_triton
 
     x = make_inputs(batch, n_nodes, context, heads, device)
@@ -136,36 +141,41 @@ def run_case(batch: int, n_nodes: int, context: int, heads: Heads, device: str,
     def kernel():
         return tree_attention_triton(*x.kernel_args)
 
+    def exact():
+        return tree_attention_invariant_triton(*x.kernel_args)
+
     def sdpa():
         return F.scaled_dot_product_attention(x.sdpa_q, x.sdpa_k, x.sdpa_v, attn_mask=x.sdpa_mask,
                                               scale=scale, enable_gqa=True)
 
     expect = sdpa().transpose(1, 2).reshape(batch * n_nodes, heads.q_heads, -1)
     diff = kernel().float() - expect.float()
-    kernel_ms, sdpa_ms = time_ms(kernel, interpret), time_ms(sdpa, interpret)
+    exact_diff = exact().float() - expect.float()
+    kernel_ms, exact_ms, sdpa_ms = (time_ms(f, interpret) for f in (kernel, exact, sdpa))
     itemsize = torch.finfo(heads.dtype).bits // 8
     kv_bytes = batch * (context + n_nodes) * heads.kv_heads * heads.head_dim * 2 * itemsize
     return Result(
-        batch=batch, tree=n_nodes, context=context, kernel_ms=kernel_ms, sdpa_ms=sdpa_ms,
+        batch=batch, tree=n_nodes, context=context, kernel_ms=kernel_ms, exact_ms=exact_ms, sdpa_ms=sdpa_ms,
         kv_bytes=kv_bytes,
         kernel_bw_frac=kv_bytes / (kernel_ms * 1e-3) / peak_bw,
         sdpa_bw_frac=kv_bytes / (sdpa_ms * 1e-3) / peak_bw,
-        max_abs_diff=diff.abs().max().item(),
+        max_abs_diff=diff.abs().max().item(), exact_max_abs_diff=exact_diff.abs().max().item(),
     )
 
 
 def markdown_table(results: list[Result], peak_bw: float) -> str:
     lines = [
-        "| batch | tree | context | kernel ms | SDPA ms | speedup | kernel KV GB/s "
-        "| kernel % peak | SDPA % peak | max abs diff |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| batch | tree | context | kernel ms | exact kernel ms | SDPA ms | speedup | exact / kernel "
+        "| kernel KV GB/s | kernel % peak | SDPA % peak | max abs diff | exact max abs diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         gbs = r.kernel_bw_frac * peak_bw / 1e9
         lines.append(
-            f"| {r.batch} | {r.tree} | {r.context} | {r.kernel_ms:.3f} | {r.sdpa_ms:.3f} "
-            f"| {r.sdpa_ms / r.kernel_ms:.2f}x | {gbs:.3g} | {100 * r.kernel_bw_frac:.1f} "
-            f"| {100 * r.sdpa_bw_frac:.1f} | {r.max_abs_diff:.2e} |"
+            f"| {r.batch} | {r.tree} | {r.context} | {r.kernel_ms:.3f} | {r.exact_ms:.3f} | {r.sdpa_ms:.3f} "
+            f"| {r.sdpa_ms / r.kernel_ms:.2f}x | {r.exact_ms / r.kernel_ms:.2f}x | {gbs:.3g} "
+            f"| {100 * r.kernel_bw_frac:.1f} | {100 * r.sdpa_bw_frac:.1f} | {r.max_abs_diff:.2e} "
+            f"| {r.exact_max_abs_diff:.2e} |"
         )
     return "\n".join(lines)
 
