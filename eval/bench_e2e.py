@@ -6,6 +6,9 @@ request so that the machine's drift favours none:
 
   hf-greedy   model.generate(do_sample=False), on the model as transformers ships it
   hf-pld      model.generate(prompt_lookup_num_tokens=10)   (τ from counted forwards)
+  llama.cpp   llama.cpp greedy on the same GGUF and thread count (llama_cpp_peer.py; its own
+              quantised kernels, so its output is compared with nothing); skipped with a note
+              when the model is not a GGUF or the extra `llamacpp` is not installed
   plain       our engine, no drafter
   <drafter>   our engine with that drafter and controller (e.g. auto/goodput, prompt-lookup/fixed),
               built as `lookahead run --workload` builds it (task, sources, documents)
@@ -30,9 +33,10 @@ import torch
 
 from lookahead.api import build_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
+from lookahead.eval import llama_cpp_peer
 from lookahead.eval.tables import markdown_table
 from lookahead.eval.workloads import load_workload
-from lookahead.models import load_model
+from lookahead.models import load_model, resolve_model_path
 from lookahead.requests_io import RequestSpec, encode_prompt
 
 
@@ -44,7 +48,7 @@ class Row:
     output_tokens: int
     forwards: int
     seconds: float
-    identical: int  # outputs equal to the greedy output of the same path (`baseline`)
+    identical: int | None  # outputs equal to the greedy output of the same path (`baseline`); None: no baseline
     tau: float = 0.0
     tokens_per_s: float = 0.0
     speedup_vs_hf: float = 0.0
@@ -85,6 +89,8 @@ def run_engine(engine: Engine, rid: str, ids, source, n) -> tuple[list[int], int
 
 def run_system(system: str, model, rid: str, case: tuple, n, engines: dict) -> tuple[list[int], int]:
     ids, source = case
+    if system == "llama.cpp":
+        return engines[system].generate(ids, n, engines["plain"].eos)
     if system.startswith("hf-"):  # the model as transformers ships it: its SDPA and its linear layers
         model.set_attn_implementation("sdpa")
         try:
@@ -94,13 +100,15 @@ def run_system(system: str, model, rid: str, case: tuple, n, engines: dict) -> t
     return run_engine(engines[system], rid, ids, source, n)
 
 
-def baseline(system: str, systems: list[str]) -> str:
-    """The greedy decoding a system's output should equal: its own path's plain decoding.
+def baseline(system: str, systems: list[str]) -> str | None:
+    """The greedy decoding a system's output should equal: its own path's plain decoding (None: none).
 
-    >>> [baseline(s, ["plain", "hf-greedy", "hf-pld", "plain~fast", "auto/goodput~fast"])
-    ...  for s in ("hf-pld", "auto/goodput~fast", "auto/goodput", "hf-greedy")]
-    ['hf-greedy', 'plain~fast', 'plain', 'plain']
+    >>> [baseline(s, ["plain", "hf-greedy", "hf-pld", "plain~fast", "auto/goodput~fast", "llama.cpp"])
+    ...  for s in ("hf-pld", "auto/goodput~fast", "auto/goodput", "hf-greedy", "llama.cpp")]
+    ['hf-greedy', 'plain~fast', 'plain', 'plain', None]
     """
+    if system == "llama.cpp":
+        return None
     if system == "hf-pld":
         return "hf-greedy"
     if system.endswith("~fast") and "plain~fast" in systems:
@@ -108,16 +116,17 @@ def baseline(system: str, systems: list[str]) -> str:
     return "plain"
 
 
-def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> list[Row]:
+def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth, llama_cpp=None) -> list[Row]:
     """Every system on every request, interleaved (the order rotating from one request to the next),
-    so that a drift of the machine's speed during the run does not favour whichever system runs first."""
+    so that a drift of the machine's speed during the run does not favour whichever system runs first.
+    llama_cpp: a LlamaCppGreedy to run beside them, or None."""
     model, tok = lm.model, lm.tokenizer
     cases = load_workload(workload, limit=limit)
     # As `lookahead run` encodes them: the chat prompt, and the text a rewriting task copies (its source).
     prompts = {c["id"]: (encode_prompt(tok, RequestSpec(c["id"], messages=c["messages"])),
                          tok(c["source"], add_special_tokens=False)["input_ids"] if c.get("source") else None)
                for c in cases}
-    order = ["plain", "hf-greedy", "hf-pld", *systems]
+    order = ["plain", "hf-greedy", "hf-pld", *(["llama.cpp"] if llama_cpp else []), *systems]
     # One engine per system for the whole run, as `lookahead run --workload` builds it: the
     # workload's task (`auto` adds the source-aligned drafter for grammar correction), the
     # requests' documents in the retrieval datastore, and a cost model and calibration that
@@ -125,9 +134,9 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> lis
     task = "gec" if workload.startswith("gec") else "rag"
     documents = [c["document"] for c in cases if c.get("document")]
     room = max(len(ids) for ids, _ in prompts.values()) + n + max_depth + 64
-    engines = {}
+    engines = {"llama.cpp": llama_cpp} if llama_cpp else {}
     for system in order:
-        if not system.startswith("hf-"):
+        if not system.startswith("hf-") and system != "llama.cpp":
             base, fast = system.removesuffix("~fast"), system.endswith("~fast")  # ~fast: not exact
             name, controller = ("none", "off") if base == "plain" else base.split("/")
             config = EngineConfig(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=1,
@@ -136,8 +145,8 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> lis
     first = next(iter(prompts.values()))
     for system in order:  # warm-up: the first call of each path pays one-off set-up
         run_system(system, model, "warm-up", first, 4, engines)
-    for engine in engines.values():
-        engine.step_log.clear()
+    for system in systems_with_steps(engines):
+        engines[system].step_log.clear()
     outputs = {s: {} for s in order}
     forwards = dict.fromkeys(order, 0)
     seconds = dict.fromkeys(order, 0.0)
@@ -150,11 +159,12 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> lis
     rows = []
     for system in order:
         tokens = sum(len(o) for o in outputs[system].values())
+        base = baseline(system, order)
         rows.append(Row(workload, system, len(prompts), tokens, forwards[system], seconds[system],
-                        sum(outputs[system][r] == outputs[baseline(system, order)][r] for r in prompts),
+                        None if base is None else sum(outputs[system][r] == outputs[base][r] for r in prompts),
                         tau=tokens / max(1, forwards[system]), tokens_per_s=tokens / seconds[system]))
     for r in rows:
-        if r.system in engines:
+        if r.system in systems_with_steps(engines):
             decode = [st for st in engines[r.system].step_log if st.query_tokens - st.draft_nodes == st.requests]
             r.decode_rows = sum(st.query_tokens for st in decode) / len(decode)
             r.decode_step_ms = 1000 * sum(st.seconds for st in decode) / len(decode)
@@ -165,12 +175,17 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth) -> lis
     return rows
 
 
+def systems_with_steps(engines: dict) -> list[str]:
+    """Our engines (they log their steps), not the peers."""
+    return [s for s in engines if s != "llama.cpp"]
+
+
 def markdown(rows: list[Row]) -> str:
     return markdown_table(
         ["workload", "system", "requests", "output tokens", "τ", "tokens/s", "× HF greedy", "× our plain",
          "identical to its greedy", "rows / decode step", "decode step ms"],
         [[r.workload, r.system, r.requests, r.output_tokens, f"{r.tau:.2f}", f"{r.tokens_per_s:.1f}",
-          f"{r.speedup_vs_hf:.2f}", f"{r.speedup_vs_plain:.2f}", f"{r.identical}/{r.requests}",
+          f"{r.speedup_vs_hf:.2f}", f"{r.speedup_vs_plain:.2f}", "—" if r.identical is None else f"{r.identical}/{r.requests}",
           "—" if r.decode_rows is None else f"{r.decode_rows:.1f}",
           "—" if r.decode_step_ms is None else f"{r.decode_step_ms:.0f}"] for r in rows])
 
@@ -189,11 +204,22 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the rows here")
+    ap.add_argument("--no-llama-cpp", dest="llama_cpp", action="store_false",
+                    help="leave llama.cpp out even where it can run")
     args = ap.parse_args(argv)
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    peer, note = None, "left out (--no-llama-cpp)"
+    if args.llama_cpp:
+        gguf = resolve_model_path(args.model)
+        note = llama_cpp_peer.unavailable(gguf)
+        if note is None:
+            peer = llama_cpp_peer.LlamaCppGreedy(gguf, torch.get_num_threads(), n_ctx=4096)
+    if note:
+        print(f"llama.cpp: skipped: {note}")
     rows = []
     for w in args.workloads:
-        rows += bench_workload(lm, w, args.limit, args.max_new_tokens, args.systems, args.max_nodes, args.max_depth)
+        rows += bench_workload(lm, w, args.limit, args.max_new_tokens, args.systems, args.max_nodes, args.max_depth,
+                               peer)
         print(markdown([r for r in rows if r.workload == w]), flush=True)
     where = f"{platform.node()} · {lm.device} {lm.dtype} · torch {torch.get_num_threads()} threads"
     print(f"\n{lm.name}, {args.max_new_tokens} new tokens, {where}\n\n{markdown(rows)}")
