@@ -17,8 +17,8 @@ from pathlib import Path
 
 from lookahead.drafters import RetrievalStore
 from lookahead.drafters.mixer import make_drafter
-from lookahead.eval.peers import ArcticSuffixDrafter, HFChainDrafter
-from lookahead.eval.replay import ReplayConfig, read_trace, replay
+from lookahead.drafters.peers import ArcticSuffixDrafter, HFChainDrafter
+from lookahead.replay import ReplayConfig, read_trace, replay
 from lookahead.eval.tables import markdown_table
 
 OURS = ("prompt-lookup", "suffix", "retrieval", "source", "auto")

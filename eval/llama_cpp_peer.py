@@ -11,6 +11,8 @@ compiler and cmake; about 10 minutes on 2 cores):
 
     pip install 'lookahead[llamacpp]'
 
+>>> unavailable(Path("SmolLM2/model.safetensors"))
+'llama.cpp runs GGUF files, and the model is model.safetensors'
 >>> from lookahead.models import bundled_gguf                         # doctest: +SKIP
 >>> peer = LlamaCppGreedy(bundled_gguf(), threads=2, n_ctx=512)       # doctest: +SKIP
 >>> ids, forwards = peer.generate([1, 9690, 2], 4, stop_ids={2})       # doctest: +SKIP

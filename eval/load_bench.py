@@ -18,7 +18,7 @@ arrival. Busy time is real, so a run costs its busy time only.
   python -m lookahead.eval.load_bench --workloads gec rag --limit 6 --max-new-tokens 64   # CPU, SmolLM2
 
 On a GPU, a randomly initialised 8B-shaped Llama with the acceptance of SmolLM2's
-recorded traces (replayed_target.py: real forward cost, recorded greedy choices):
+recorded traces (RecordedTarget with random_llama.py: real forward cost, recorded greedy choices):
 
   python -m lookahead.eval.load_bench --random-llama-8b --device cuda --dtype bfloat16 \\
       --traces eval/results/traces/gec.jsonl eval/results/traces/rag.jsonl --limit 32 --max-batch-size 32 \\
@@ -36,6 +36,7 @@ import numpy as np
 
 from lookahead.drafters.mixer import make_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
+from lookahead.recorded_target import RecordedTarget
 
 from .load_report import RequestTiming, markdown, plot, summarize, with_ratios, write_json
 from .load_requests import LoadRequest, bundled_tokenizer, from_trace, from_workload, poisson_arrivals
@@ -102,7 +103,7 @@ class Target:
     @classmethod
     def load(cls, args) -> "Target":
         if args.random_llama_8b:
-            from .replayed_target import random_llama
+            from .random_llama import random_llama
 
             return cls(args, random_llama(args.random_llama_8b, args.device, args.dtype), None,
                        f"random Llama ({args.random_llama_8b}) replaying SmolLM2 traces",
@@ -127,16 +128,9 @@ class Target:
         config = engine_config(controller, a.max_nodes, a.max_depth, a.max_batch_size, requests, a.max_new_tokens)
         drafter = None if controller == "off" else make_drafter(a.drafter, task=workload)
         model = self.model
-        if a.random_llama_8b:
-            from .replayed_target import ReplayedTarget
-
-            holder = {}
-            model = ReplayedTarget(self.model, {r.id: r.prompt_ids + r.output_ids for r in requests}, self.eos[0],
-                                   lambda: [r.id for r in holder["engine"].running if r.error is None])
-        engine = Engine(model, self.tokenizer, drafter, config, eos_token_ids=self.eos, clock=clock)
-        if a.random_llama_8b:
-            holder["engine"] = engine
-        return engine
+        if a.random_llama_8b:  # the random model's cost, the recorded model's choices
+            model = RecordedTarget({r.id: r.prompt_ids + r.output_ids for r in requests}, self.eos[0], model=model)
+        return Engine(model, self.tokenizer, drafter, config, eos_token_ids=self.eos, clock=clock)
 
 
 def bench_workload(target: Target, workload: str, requests: list[LoadRequest], args) -> tuple[list, dict]:

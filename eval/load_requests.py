@@ -58,7 +58,7 @@ def from_workload(name: str, tokenizer, limit: int | None = None) -> list[LoadRe
 
 def from_trace(path, workload: str | None = None, tokenizer=None) -> list[LoadRequest]:
     """A trace's records; with `workload` and `tokenizer`, the source of each case whose id matches."""
-    from lookahead.eval.replay import read_trace
+    from lookahead.replay import read_trace
 
     sources = {}
     if workload is not None:

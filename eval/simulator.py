@@ -1,17 +1,15 @@
 """Load behaviour of a model or GPU we do not run: replayed traces, a step cost curve, a simulated clock.
 
-The replay (replay.py) says what a drafter's trees would accept against recorded
-greedy outputs; a cost curve (StepCostModel coefficients) says how long each step
-would take. Together, under Poisson arrivals and continuous batching, they predict
-the latency and goodput of the load benchmark (load_bench.py) for a larger model or
-another GPU. Each step mirrors Engine.step: admission of waiting requests up to the
-batch size, propose (the real drafters, pruned to the budget), prune by the real
-GoodputController, a verify whose seconds are the cost curve's for the step's
-requests, query tokens and KV tokens, acceptance by matching the recorded output,
-update. The controller learns its cost model from the simulated steps as the engine
-does from measured ones (from the same prior), unless `learn=False` gives it the
-true curve. Requests cycle through the trace records (unique ids) to make long
-arrival streams; the drafter is `auto` without a retrieval datastore, since a
+The real `Engine` serves the recorded requests on a `RecordedTarget` (recorded_target.py),
+whose choices are the recorded greedy outputs and whose every forward moves a
+`SimulatedClock` by a cost curve's time for the step (StepCostModel coefficients). Requests
+arrive at given times (Poisson arrivals in the load benchmark) and join between steps, so
+admission, drafting, the goodput controller's pruning, acceptance and truncation are the
+engine's own: the simulation predicts the latency and goodput of the load benchmark
+(load_bench.py) for a larger model or another GPU. The controller learns its cost model
+from the simulated steps as the engine does from measured ones (from the GPU prior), unless
+`learn=False` gives it the true curve. Requests cycle through the trace records (unique ids)
+to make long arrival streams; the drafter is `auto` without a retrieval datastore, since a
 datastore of past outputs would find a cycled request's very output.
 
 Costs come from the H100 measurement of an 8B-shaped model (bf16, HF eager, context 1024), for an 8B-shaped model (`--cost h100-8b`)
@@ -44,12 +42,14 @@ import numpy as np
 
 from lookahead.controller import GoodputController
 from lookahead.cost_model import CostCoefficients, StepCostModel
-from lookahead.drafters import DraftTree, TreeBudget
+from lookahead.drafters import TreeBudget
 from lookahead.drafters.mixer import make_drafter
+from lookahead.engine import EngineConfig, SamplingParams
+from lookahead.recorded_target import RecordedTarget, SimulatedClock
+from lookahead.replay import ReplayConfig, TraceRecord, replay_engine
 
 from .load_report import RequestTiming, markdown, plot, summarize, with_ratios, write_json
 from .load_requests import LoadRequest, bundled_tokenizer, from_trace, poisson_arrivals
-from .replay import ReplayConfig, ReplayReport, TraceRecord, _advance, _propose, _State
 
 # Measured on an H100, an 8B-shaped model (bf16, HF eager, context 1024): ~40 ms per forward up to
 # the knee, 104 ms for 2048 query tokens at batch 32 (the cost model's default prior).
@@ -58,12 +58,12 @@ H100_8B = CostCoefficients()
 
 @dataclass
 class SimConfig:
-    """The engine settings the simulation honours (EngineConfig's names) and the drafter."""
+    """The engine settings the simulation honours (EngineConfig's names and defaults) and the drafter."""
 
-    max_nodes: int = 32  # goodput's largest tree per request (fixed-N uses N)
-    max_depth: int = 16
-    max_batch_size: int = 8
-    prefill_chunk: int = 1024
+    max_nodes: int = EngineConfig.max_nodes  # goodput's largest tree per request (fixed-N uses N)
+    max_depth: int = EngineConfig.max_depth
+    max_batch_size: int = EngineConfig.max_batch_size
+    prefill_chunk: int = EngineConfig.prefill_chunk
     max_new_tokens: int | None = None  # None = each recorded output in full
     drafter: str = "auto"
     task: str | None = None  # "gec" adds the source-aligned drafter to auto
@@ -72,54 +72,36 @@ class SimConfig:
 
 def simulate(requests: list[LoadRequest], arrivals, cost: CostCoefficients, controller: str,
              config: SimConfig | None = None) -> tuple[list[RequestTiming], float]:
-    """Serve trace `requests` arriving at `arrivals` (seconds); their timings and the busy seconds."""
+    """Serve trace `requests` arriving at `arrivals` (seconds); their timings and the busy seconds.
+    controller: goodput, fixed-N (N nodes per request) or off."""
     config = config or SimConfig()
     mode, _, n = controller.partition("-")
     nodes = int(n) if mode == "fixed" else config.max_nodes
-    rcfg = ReplayConfig(max_nodes=nodes, max_depth=config.max_depth, prefill_chunk=config.prefill_chunk)
-    drafter = None if mode == "off" else make_drafter(config.drafter, task=config.task)
-    budget = TreeBudget(nodes, config.max_depth)
-    ctl = GoodputController(mode, StepCostModel() if config.learn else StepCostModel.fixed(**asdict(cost)),
-                            fixed_budget=budget, max_budget=budget)
-    report = ReplayReport(len(requests), 0, 0, 0, 0, 0)
     limit = config.max_new_tokens or max(len(r.output_ids) for r in requests)
+    records = [TraceRecord(r.id, r.prompt_ids, r.output_ids) for r in requests]
+    clock = SimulatedClock()
+    target = RecordedTarget({r.id: r.prompt_ids + r.output_ids for r in requests}, cost=cost, clock=clock)
+    drafter = None if mode == "off" else make_drafter(config.drafter, task=config.task)
+    replay_config = ReplayConfig(nodes, config.max_depth, config.max_batch_size, config.prefill_chunk, mode)
+    engine = replay_engine(records, drafter, replay_config, limit, target, clock)
+    budget = TreeBudget(nodes, config.max_depth)
+    engine.controller = GoodputController(mode, StepCostModel() if config.learn else StepCostModel.fixed(**asdict(cost)),
+                                          fixed_budget=budget, max_budget=budget)
     pending = deque(zip(np.asarray(arrivals, np.float64).tolist(), requests))
-    waiting: deque = deque()
-    running: list[_State] = []
-    arrived, drafted, timings = {}, {}, []
-    now = busy = 0.0
-    while pending or waiting or running:
-        while pending and pending[0][0] <= now:
-            waiting.append(pending.popleft())
-        while waiting and len(running) < config.max_batch_size:
-            at, r = waiting.popleft()
-            running.append(_State(TraceRecord(r.id, r.prompt_ids, r.output_ids), limit, list(r.prompt_ids)))
-            arrived[r.id], drafted[r.id] = at, 0
-            if drafter is not None:
-                drafter.start(r.id, r.prompt_ids)
-                if r.source_ids is not None:
-                    drafter.set_source(r.id, r.source_ids)
-        if not running:
-            now = pending[0][0]  # idle: jump to the next arrival
+    timings, busy = [], 0.0
+    while pending or engine.has_work():
+        while pending and pending[0][0] <= clock.now:
+            at, r = pending.popleft()
+            req = engine.add(r.id, r.prompt_ids, SamplingParams(max_new_tokens=min(limit, len(r.output_ids))),
+                             source_ids=r.source_ids)
+            req.arrived = at
+        if not engine.has_work():
+            clock.now = pending[0][0]  # idle: jump to the next arrival
             continue
-        trees = [_propose(s, drafter, rcfg, report) for s in running]  # None: a prefill step
-        chains = [min(len(s.tokens) - s.kv_len, rcfg.prefill_chunk) for s in running]
-        kv = [s.kv_len for s in running]
-        chosen = ctl.select([t if t is not None else DraftTree.empty() for t in trees], chains, kv)
-        q = sum(chains) + sum(len(c) for c in chosen)
-        seconds = cost.predict(len(running), q, sum(kv))
-        ctl.cost_model.observe(len(running), q, sum(kv), seconds)
-        now, busy = now + seconds, busy + seconds
-        for s, tree, c in zip(running, trees, chosen):
-            before = report.nodes
-            _advance(s, None if tree is None else c, drafter, rcfg, report)
-            drafted[s.rec.id] += report.nodes - before
-        for s in running:
-            if s.done:
-                timings.append(RequestTiming(arrived[s.rec.id], now, s.out_len, s.forwards, drafted[s.rec.id]))
-                if drafter is not None:
-                    drafter.stop(s.rec.id)
-        running = [s for s in running if not s.done]
+        before = clock.now
+        for req in engine.step():
+            timings.append(RequestTiming(req.arrived, req.finished_at, len(req.output_ids), req.forwards, req.drafted))
+        busy += clock.now - before
     return timings, busy
 
 

@@ -42,7 +42,6 @@ with v = [1, 2] the output is v itself.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -174,38 +173,3 @@ def _keys(flat_cache: torch.Tensor, prefix: torch.Tensor, new: torch.Tensor) -> 
     torch.index_select(flat_cache, 0, prefix, out=keys[:n])
     keys[n:] = new
     return keys.float()
-
-
-def tree_attention(
-    q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, scale: float,
-    *, window: int | None = None, softcap: float | None = None, positions: torch.Tensor | None = None,
-    plans: dict | None = None, exact: bool = True,
-) -> torch.Tensor:
-    """Which path runs:
-
-      CUDA, exact       the tree-invariant Triton kernel (invariant_attention_triton.py)
-      CUDA, not exact   the faster Triton kernel (tree_attention_triton.py), whose splits follow
-                        the batch and tree sizes
-      CPU, exact        the tree-invariant path (invariant_attention.py)
-      CPU, not exact    this reference, which reduces a tree node's keys in another order than
-                        plain decoding does
-
-    LOOKAHEAD_TRITON_INTERPRET_TEST=1 sends CPU tensors to the Triton kernels too (tests, with
-    TRITON_INTERPRET=1). Triton is imported only when a kernel is used. `plans` is the per-step
-    memo of the layer-invariant work (see each path).
-    """
-    args = (q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, scale)
-    options = dict(window=window, softcap=softcap, positions=positions)
-    if q.is_cuda or os.environ.get("LOOKAHEAD_TRITON_INTERPRET_TEST") == "1":
-        if exact:
-            from .invariant_attention_triton import tree_attention_invariant_triton
-
-            return tree_attention_invariant_triton(*args, **options, plans=plans)
-        from .tree_attention_triton import tree_attention_triton
-
-        return tree_attention_triton(*args, **options)
-    if exact:
-        from .invariant_attention import tree_attention_invariant
-
-        return tree_attention_invariant(*args, **options, plans=plans)
-    return tree_attention_reference(*args, **options, plans=plans)

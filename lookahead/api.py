@@ -14,34 +14,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 from lookahead.drafters.mixer import make_drafter
 
 from .engine import Engine, EngineConfig, Request, RequestError, SamplingParams
 from .requests_io import RequestSpec, encode_prompt
-
-
-@dataclass
-class Result:
-    id: str
-    text: str
-    token_ids: list[int]
-    prompt_tokens: int
-    output_tokens: int
-    target_forwards: int
-    tau: float  # output tokens per target forward
-    latency_s: float
-    drafted: int  # draft nodes verified
-    accepted: int  # draft nodes accepted
-    finish_reason: str  # "stop", "length" or "error"
-    error: str | None = None
-    prompt_ids: list[int] | None = None
-
-    def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("token_ids", "prompt_ids")}
-        d["output_ids"] = self.token_ids
-        return d
+from .result import Result, failed_result
 
 
 class Lookahead:
@@ -89,11 +67,12 @@ class Lookahead:
             return
         specs = [as_spec(p, i) for i, p in enumerate(prompts)]
         for spec in specs:
-            params = SamplingParams(spec.max_new_tokens or max_new_tokens,
-                                    temperature if spec.temperature is None else spec.temperature,
-                                    top_p if spec.top_p is None else spec.top_p, seed)
-            source = None if spec.source is None else self.tokenizer(spec.source, add_special_tokens=False)["input_ids"]
-            try:
+            try:  # a bad value fails its own request, never the others
+                params = SamplingParams(max_new_tokens if spec.max_new_tokens is None else spec.max_new_tokens,
+                                        temperature if spec.temperature is None else spec.temperature,
+                                        top_p if spec.top_p is None else spec.top_p, seed)
+                source = (None if spec.source is None
+                          else self.tokenizer(spec.source, add_special_tokens=False)["input_ids"])
                 self.engine.add(spec.id, encode_prompt(self.tokenizer, spec), params, source_ids=source)
             except RequestError as e:
                 yield failed_result(spec.id, str(e))
@@ -136,11 +115,6 @@ class Lookahead:
             tau=len(out) / max(1, req.forwards), latency_s=(req.finished_at or time.perf_counter()) - req.arrived,
             drafted=req.drafted, accepted=req.accepted, finish_reason=reason, error=req.error, prompt_ids=req.prompt_ids,
         )
-
-
-def failed_result(rid: str, error: str) -> Result:
-    """The Result of a request that never ran."""
-    return Result(rid, "", [], 0, 0, 0, 0.0, 0.0, 0, 0, "error", error)
 
 
 def as_spec(prompt, index: int) -> RequestSpec:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lookahead.kernels.tree_attention import tree_attention
+from lookahead.kernels.dispatch import tree_attention
 
 from .kv_cache import PagedKVCache
 
@@ -43,6 +43,7 @@ class StepAttention:
     scratch_k: torch.Tensor
     scratch_v: torch.Tensor
     exact: bool = True  # the tree-invariant paths (kernels/invariant_attention*.py)
+    request_ids: list[str] = field(default_factory=list)  # [B] the step's requests, in qo_indptr's order
     plans: dict = field(default_factory=dict)
 
 

@@ -164,7 +164,7 @@ def replay(
     if max_new_tokens is not None and max_new_tokens <= 0:
         fail(f"--max-new-tokens must be > 0, got {max_new_tokens}")
 
-    from lookahead.eval.replay import ReplayConfig, build_drafter, read_trace, replay as run_replay
+    from lookahead.replay import ReplayConfig, build_drafter, read_trace, replay as run_replay
 
     try:
         records = read_trace(trace)

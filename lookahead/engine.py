@@ -56,6 +56,13 @@ class SamplingParams:
     seed: int = 0
 
     def __post_init__(self):
+        """The one check of sampling values, wherever they come from (a request line, the API, the CLI)."""
+        for name, kinds in (("max_new_tokens", int), ("temperature", (int, float)), ("top_p", (int, float)),
+                            ("seed", int)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                kind = "an integer" if kinds is int else "a number"
+                raise RequestError(f"{name} must be {kind}, got {value!r}")
         if self.max_new_tokens <= 0:
             raise RequestError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
         if self.temperature < 0:
@@ -98,6 +105,7 @@ class StepStats:
     draft_nodes: int
     seconds: float
     oom_retries: int = 0  # attempts of this step that ran out of GPU memory before this one fit
+    propose_seconds: float = 0.0  # wall time of the drafter's proposals (real time, whatever the engine's clock)
 
 
 @dataclass
@@ -245,10 +253,12 @@ class Engine:
         finished = [r for r in self.running if r.error is not None]
         batch = ready[: self.memory.batch]
         if batch:
+            start = time.perf_counter()
             trees = [self._propose(r) for r in batch]
+            propose_seconds = time.perf_counter() - start
             chains = [self._chain(r) for r in batch]
             trees = self.controller.select(trees, [len(c) for c in chains], [r.kv_len for r in batch])
-            batch, slices, results = self._verify_within_memory(batch, chains, trees)
+            batch, slices, results = self._verify_within_memory(batch, chains, trees, propose_seconds)
             self._update(batch, slices, results)
             finished += [r for r in batch if r.error is not None or self._complete(r)]
             if len(batch) < len(ready):  # a memory-limited batch: who waited goes first next step
@@ -259,7 +269,7 @@ class Engine:
         self.running = [r for r in self.running if not r.done]
         return finished
 
-    def _verify_within_memory(self, batch, chains, trees):
+    def _verify_within_memory(self, batch, chains, trees, propose_seconds: float = 0.0):
         """Verify, accept and commit, retried with less each time the GPU runs out of memory.
 
         An attempt leaves no trace: the forward writes only its scratch buffers, and commit
@@ -290,7 +300,7 @@ class Engine:
             budget = TreeBudget(self.memory.nodes, self.config.max_depth)
             keep = self.memory.batch  # the rest of the batch waits for the next step
             batch, chains, trees = batch[:keep], chains[:keep], [t.prune(budget) for t in trees[:keep]]
-        stats.oom_retries = retries
+        stats.oom_retries, stats.propose_seconds = retries, propose_seconds
         if stats.query_tokens - stats.draft_nodes == stats.requests:
             # Decode steps only: the controller prices draft nodes net of any prefill in the step
             # (sunk), so these are the steps it needs predicted, and on the CPU a long prefill's
@@ -352,6 +362,7 @@ class Engine:
         step = StepAttention(
             cache=self.cache, block_table=block_table, kv_lens=inputs.kv_lens, qo_indptr=inputs.qo_indptr,
             tree_mask=inputs.tree_mask, positions=inputs.position_ids, exact=self.config.exact,
+            request_ids=[r.id for r in batch],
             scratch_k=torch.empty(scratch_shape, dtype=self.cache.k.dtype, device=self.device),
             scratch_v=torch.empty(scratch_shape, dtype=self.cache.v.dtype, device=self.device),
         )

@@ -24,7 +24,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .api import Result, as_spec, build_store, failed_result
+from .api import as_spec, build_store
+from .result import Result, failed_result
 from .cluster import FleetError, check_address, import_ray
 from .engine import EngineConfig
 from .fleet_worker import FleetWorker, Shared, WorkerSetup

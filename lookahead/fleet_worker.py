@@ -11,7 +11,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .api import Lookahead, Result
+from .api import Lookahead
+from .result import Result
 from .engine import EngineConfig
 from .report import estimated_times
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .api import Result
+from .result import Result
 
 
 def estimated_speedup(results: list[Result], cost_model) -> float | None:

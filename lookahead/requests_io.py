@@ -34,7 +34,7 @@ class RequestSpec:
     id: str
     messages: list[dict] | None = None  # chat form
     prompt: str | None = None  # raw form
-    max_new_tokens: int | None = None
+    max_new_tokens: int | None = None  # None: the run's; sampling values are checked per request (SamplingParams)
     temperature: float | None = None
     top_p: float | None = None
     source: str | None = None
@@ -70,9 +70,7 @@ def parse_line(line: str, lineno: int) -> RequestSpec:
     given = "".join(m["content"] for m in messages) if messages is not None else prompt if prompt is not None else text
     if given.strip() == "":
         raise InputError(f"line {lineno}: empty prompt")
-    max_new = body.get("max_new_tokens", body.get("max_tokens"))
-    if max_new is not None and (not isinstance(max_new, int) or max_new <= 0):
-        raise InputError(f"line {lineno}: max_tokens must be a positive integer")
+    max_new = body.get("max_new_tokens", body.get("max_tokens"))  # sampling values: checked by SamplingParams
     keep = {k: obj[k] for k in ("task", "reference") if k in obj}
     return RequestSpec(str(rid), messages, prompt, max_new, body.get("temperature"), body.get("top_p"),
                        obj.get("source"), text, _documents(obj, lineno), batch, keep)

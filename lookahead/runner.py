@@ -55,9 +55,8 @@ class RunError(ValueError):
 
 def load_lines(opts: RunOptions, task: str, documents: list[str]) -> list[InputLine]:
     """The input lines, each request shaped by the task; bad lines kept with their error."""
-    from lookahead.eval.workloads import bundled_path
-
     from .requests_io import read_requests
+    from .samples import bundled_path
     from .tasks import shape
 
     path = opts.input if opts.input is not None else bundled_path(opts.workload)

@@ -121,3 +121,24 @@ def test_a_prompt_longer_than_the_context_fails_alone(tiny_model_dir, tmp_path):
     assert rows["ok"]["error"] is None and rows["ok"]["output_tokens"] == 4
     res = run_cli("-i", src, "--model", tiny_model_dir, "--max-new-tokens", 4, "--on-error", "fail")
     assert_one_line_error(res, "request long: ")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", -1, "temperature must be >= 0, got -1"),
+    ("temperature", "hot", "temperature must be a number, got 'hot'"),
+    ("top_p", 5, "top_p must be in (0, 1], got 5"),
+    ("max_tokens", "many", "max_new_tokens must be an integer, got 'many'"),
+    ("max_tokens", 0, "max_new_tokens must be > 0, got 0"),
+    ("max_tokens", True, "max_new_tokens must be an integer, got True"),
+])
+def test_a_bad_sampling_value_fails_its_own_request(tiny_model_dir, tmp_path, field, value, message):
+    """Good lines before and after the bad one finish; the bad one gets its own error line."""
+    bad = json.dumps({"id": "bad", "prompt": "a b a b", field: value}) + "\n"
+    src = make(tmp_path, "in.jsonl", GOOD + bad + GOOD.replace('"ok"', '"ok2"'))
+    out = tmp_path / "out.jsonl"
+    res = run_cli("-i", src, "--model", tiny_model_dir, "--max-new-tokens", 3, "-o", out)
+    assert res.exit_code == 1 and "Traceback" not in res.stderr, res.stderr
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["bad"]["error"] == f"request bad: {message}" or rows["bad"]["error"] == message, rows["bad"]
+    assert rows["ok"]["output_tokens"] == rows["ok2"]["output_tokens"] == 3
+    assert rows["ok"]["error"] is None and rows["ok2"]["error"] is None

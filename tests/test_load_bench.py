@@ -11,7 +11,7 @@ from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.eval.load_bench import Target, bench_workload, parser
 from lookahead.eval.load_report import summarize
 from lookahead.eval.load_requests import LoadRequest, poisson_arrivals
-from lookahead.eval.replayed_target import ReplayedTarget
+from lookahead.recorded_target import RecordedTarget
 from lookahead.eval.simulator import SimConfig, capacity, cycled, fit_cost, simulate
 
 
@@ -77,14 +77,12 @@ def test_fit_cost_recovers_a_curve_from_steps():
         assert fit.predict(r, q, kv) == pytest.approx(truth.predict(r, q, kv), rel=0.02)
 
 
-def test_replayed_target_reproduces_the_recording_at_real_forward_cost():
+def test_recorded_target_reproduces_the_recording_at_real_forward_cost():
     model = tiny_model()
     reqs = copy_requests(3)
-    holder = {}
-    target = ReplayedTarget(model, {r.id: r.prompt_ids + r.output_ids for r in reqs}, eos_id=2,
-                            batch_ids=lambda: [r.id for r in holder["e"].running if r.error is None])
-    engine = holder["e"] = Engine(target, None, make_drafter("prompt-lookup"),
-                                  EngineConfig(controller="fixed", max_nodes=8), eos_token_ids=[2])
+    target = RecordedTarget({r.id: r.prompt_ids + r.output_ids for r in reqs}, eos_id=2, model=model)
+    engine = Engine(target, None, make_drafter("prompt-lookup"), EngineConfig(controller="fixed", max_nodes=8),
+                    eos_token_ids=[2])
     done = engine.run({r.id: r.prompt_ids for r in reqs}, SamplingParams(max_new_tokens=41))
     for r in reqs:
         assert done[r.id].output_ids == r.output_ids

@@ -12,8 +12,8 @@ from conftest import tiny_model
 from lookahead.cli import app
 from lookahead.drafters import TreeBudget, make_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
-from lookahead.eval.peers import ArcticSuffixDrafter, HFChainDrafter
-from lookahead.eval.replay import ReplayConfig, TraceRecord, TraceError, build_drafter, read_trace, replay
+from lookahead.drafters.peers import ArcticSuffixDrafter, HFChainDrafter
+from lookahead.replay import ReplayConfig, TraceRecord, TraceError, build_drafter, read_trace, replay
 
 try:
     import arctic_inference.suffix_decoding  # noqa: F401

@@ -21,9 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lookahead.drafters import DraftTree
+from lookahead.kernels import dispatch
 from lookahead.kernels import tree_attention as ta
 from lookahead.kernels import tree_attention_triton as tt
-from lookahead.kernels.tree_attention import pack_mask, tree_attention_reference
+from lookahead.kernels.tree_attention import pack_mask, prefix_rows, tree_attention_reference
 from lookahead.kernels.tree_attention_triton import plan_launch, tree_attention_triton
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -138,7 +139,7 @@ def test_chain_equals_causal_attention():
     q, k_new, v_new, k_cache, v_cache, block_table = args[:6]
     out = tree_attention_triton(*args, num_splits=3, min_chunk=16)
     # The whole sequence, prefix then chain, through causal SDPA; the last n_new rows must match.
-    rows = ta.prefix_rows(block_table[0], prefix, k_cache.shape[1])
+    rows = prefix_rows(block_table[0], prefix, k_cache.shape[1])
     k = torch.cat([k_cache.reshape(-1, kv_heads, d)[rows], k_new])  # [L, Hkv, D]
     v = torch.cat([v_cache.reshape(-1, kv_heads, d)[rows], v_new])
     q_all = torch.cat([torch.randn(prefix, kv_heads * group, d, device=q.device), q])
@@ -179,13 +180,13 @@ def test_dispatcher(monkeypatch):
         monkeypatch.setattr(module, name, lambda *a, _name=name, plans=None, **kw:
                             calls.append(_name) or tree_attention_reference(*a, **kw))
     monkeypatch.setenv("LOOKAHEAD_TRITON_INTERPRET_TEST", "1")
-    ta.tree_attention(*args, exact=False)
-    ta.tree_attention(*args)
+    dispatch.tree_attention(*args, exact=False)
+    dispatch.tree_attention(*args)
     assert calls == ["tree_attention_triton", "tree_attention_invariant_triton"]
     if DEVICE == "cpu":
         monkeypatch.delenv("LOOKAHEAD_TRITON_INTERPRET_TEST")
-        ta.tree_attention(*args)
-        ta.tree_attention(*args, exact=False)  # the reference itself: no call recorded
+        dispatch.tree_attention(*args)
+        dispatch.tree_attention(*args, exact=False)  # the reference itself: no call recorded
         assert calls[2:] == ["tree_attention_invariant"]
 
 

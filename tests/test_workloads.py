@@ -11,7 +11,7 @@ import pytest
 from lookahead.eval.workloads import (
     BUNDLED, WorkloadError, build_gec, build_gec_ua, build_rag, bundled_path, load_workload,
 )
-from lookahead.eval.workloads.io import TEXT_FIELD
+from lookahead.samples import TEXT_FIELD
 
 NAMES = sorted(BUNDLED)
 

@@ -1,6 +1,6 @@
 """Evaluation workloads: chat requests built from real data that installs offline.
 
-Three tasks, each bundled as a small sample in `data/` (see data/NOTICE.md):
+Three tasks, each bundled as a small sample in `lookahead/sample_data/` (see its NOTICE.md):
 `rag` (summarise an ACL paper excerpt, aclsum), `gec` (fix real misspellings
 injected into English abstracts, codespell) and `gec-ua` (Ukrainian learner
 texts and their corrections, UA-GEC). Builders need the optional `data` extra;
@@ -13,9 +13,10 @@ loading the bundled samples needs nothing.
 
 Rebuild the samples with `python -m lookahead.eval.workloads.build --bundle`.
 """
+from lookahead.samples import BUNDLED, WorkloadError, bundled_path, load_workload, write_jsonl
+
 from .gec import build_gec
 from .gec_ua import build_gec_ua
-from .io import BUNDLED, WorkloadError, bundled_path, load_workload, write_jsonl
 from .rag import build_rag
 
 BUILDERS = {"rag": build_rag, "gec": build_gec, "gec-ua": build_gec_ua}

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from . import BUILDERS
-from .io import WorkloadError, bundled_path, write_jsonl
+from lookahead.samples import WorkloadError, bundled_path, write_jsonl
 
 BUNDLE_SIZES = {"rag": 50, "gec": 50, "gec-ua": 50}
 BUNDLE_SEED = 0

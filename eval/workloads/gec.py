@@ -16,7 +16,7 @@ import random
 import re
 from importlib.resources import files
 
-from .io import WorkloadError
+from lookahead.samples import WorkloadError
 from .papers import leading_sentences, load_papers
 
 # 400-900 characters of prose are 2-6 sentences; with the misspellings (which

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import random
 
-from .io import WorkloadError
+from lookahead.samples import WorkloadError
 
 # SmolLM2's tokenizer is English-centric: Ukrainian runs ~1.25 characters per
 # token, so 150-350 characters are ~120-300 tokens.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 
-from .io import WorkloadError
+from lookahead.samples import WorkloadError
 from .papers import Paper, leading_sentences, load_papers
 
 # English research prose runs ~4.4 characters per SmolLM2 token, so 3300

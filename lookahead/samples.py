@@ -1,4 +1,5 @@
-"""Read, check and write workload files (JSONL, one case per line).
+"""The bundled sample workloads (sample_data/), and reading, checking and writing workload files
+(JSONL, one case per line). `lookahead run --workload` runs them; eval/workloads builds them.
 
 A case is a chat request plus what later code needs beside it:
 
@@ -24,7 +25,7 @@ import json
 import os
 from pathlib import Path
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).parent / "sample_data"
 BUNDLED = {"rag": "rag.jsonl", "gec": "gec.jsonl", "gec-ua": "gec-ua.jsonl"}
 # The field that holds the raw text a drafter may copy from, per task.
 TEXT_FIELD = {"rag": "document", "gec": "source", "gec-ua": "source"}

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lookahead.drafters import Drafter, DraftTree, TreeBudget
+from .base import Drafter
+from .tree import DraftTree, TreeBudget
 
 ARCTIC_INSTALL = ("arctic-suffix needs arctic-inference==0.3.0 (the extra `arctic`, an sdist): pip install "
                   "nanobind==2.9.2 cmake ninja setuptools wheel protobuf==5.29.6 grpcio-tools numpy, then "
