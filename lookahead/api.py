@@ -26,7 +26,9 @@ class Lookahead:
     """Speculative decoding without a draft model.
 
     model: None (the bundled SmolLM2), a model folder or .gguf path, or a transformers
-    model already loaded (then pass its `tokenizer` too).
+    model already loaded, in eval mode (then pass its `tokenizer` too). A model passed in is
+    left as it was: the engine switches its attention to ours, and its linear layers to the
+    tree-invariant ones, during its own forwards only.
     store: a retrieval datastore built elsewhere (a Ray worker's shared one); it
         replaces the one `corpus` and `documents` would build.
     """
@@ -42,11 +44,10 @@ class Lookahead:
         else:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer together with a loaded model")
-            from .attention import ATTENTION_NAME, register_attention
-
-            register_attention()
-            model.set_attn_implementation(ATTENTION_NAME)
-            self.model, self.tokenizer, self.model_name = model.eval(), tokenizer, type(model).__name__
+            if model.training:
+                raise ValueError("the model is in training mode (dropout would change its choices): "
+                                 "call model.eval() first")
+            self.model, self.tokenizer, self.model_name = model, tokenizer, type(model).__name__
         self.drafter_name = drafter
         self.drafter = (build_drafter(drafter, self.tokenizer, corpus, task, documents) if store is None
                         else make_drafter(drafter, store=store, task=task))

@@ -13,6 +13,7 @@ never passes `softcap`, so a softcap in its config has no effect there either.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -90,3 +91,19 @@ def register_attention() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTENTION_NAME, lookahead_attention)
+
+
+@contextmanager
+def attention_for_steps(model):
+    """The model's attention set to ours for the engine's own forwards only, as it was after.
+
+    A config assignment (transformers sets it on the sub-configs too), cheap enough for every
+    step; the model's plain calls in between run its own attention.
+    """
+    register_attention()
+    before = model.config._attn_implementation
+    model.config._attn_implementation = ATTENTION_NAME
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = before

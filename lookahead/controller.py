@@ -89,7 +89,7 @@ class GoodputController:
     mode          goodput: maximise the batch's expected tokens per second (module docstring)
                   fixed:   each tree pruned to `fixed_budget`, whatever the load
                   off:     no draft nodes (plain decoding)
-    cost_model    predicts step seconds; the engine feeds it measured steps
+    cost_model    predicts step seconds; learns from the measured steps the engine hands to `observe`
     fixed_budget  the per-request budget of fixed mode
     max_budget    the most any request may verify in goodput mode
     """
@@ -102,6 +102,13 @@ class GoodputController:
         self.cost_model = cost_model or StepCostModel()
         self.fixed_budget, self.max_budget = fixed_budget, max_budget
         self.last_decision: Decision | None = None
+
+    def observe(self, requests: int, query_tokens: int, draft_nodes: int, kv_tokens: int, seconds: float) -> None:
+        """Learn from one measured step. Decode steps only: the controller prices draft nodes net
+        of any prefill in the step (sunk), so these are the steps it needs predicted, and on the
+        CPU a long prefill's cheaper tokens per row would bend a line fitted through both."""
+        if query_tokens - draft_nodes == requests:
+            self.cost_model.observe(requests, query_tokens, kv_tokens, seconds)
 
     def select(self, trees: list[DraftTree], chain_lens: list[int], kv_lens: list[int]) -> list[DraftTree]:
         """Each request's subtree to verify, given its tree (calibrated scores), chain and KV lengths."""

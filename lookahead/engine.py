@@ -25,7 +25,7 @@ from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.kernels.acceptance import Acceptance, accept_greedy, accept_sampling
 from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
 
-from .attention import StepAttention
+from .attention import StepAttention, attention_for_steps
 from .controller import GoodputController
 from .cost_model import StepCostModel, prior_for
 from .cpu_linear import invariant_rows, linear_layers
@@ -95,6 +95,20 @@ class Request:
     @property
     def done(self) -> bool:
         return self.finished_at is not None
+
+
+@dataclass
+class StepItem:
+    """One request's part of a step, from propose to update."""
+
+    request: Request
+    chain: list[int]  # [c] its committed tokens that still need their KV (a prefill chunk or the bonus token)
+    tree: DraftTree  # its draft tree, pruned by the controller (and the memory back-off)
+    result: Acceptance | None = None  # accepted nodes and new tokens; None for a prefill chunk
+
+    @property
+    def slice(self) -> RequestSlice:
+        return RequestSlice(self.chain, self.request.kv_len, self.tree)
 
 
 @dataclass
@@ -258,67 +272,69 @@ class Engine:
             propose_seconds = time.perf_counter() - start
             chains = [self._chain(r) for r in batch]
             trees = self.controller.select(trees, [len(c) for c in chains], [r.kv_len for r in batch])
-            batch, slices, results = self._verify_within_memory(batch, chains, trees, propose_seconds)
-            self._update(batch, slices, results)
-            finished += [r for r in batch if r.error is not None or self._complete(r)]
-            if len(batch) < len(ready):  # a memory-limited batch: who waited goes first next step
-                verified = {id(r) for r in batch}
+            items, stats = self._verify_within_memory([StepItem(r, c, t) for r, c, t in zip(batch, chains, trees)])
+            if stats is not None:  # the step ran: log it and learn from it
+                stats.propose_seconds = propose_seconds
+                self.step_log.append(stats)
+                self.controller.observe(stats.requests, stats.query_tokens, stats.draft_nodes, stats.kv_tokens,
+                                        stats.seconds)
+            self._update(items)
+            finished += [it.request for it in items if it.request.error is not None or self._complete(it.request)]
+            if len(items) < len(ready):  # a memory-limited batch: who waited goes first next step
+                verified = {id(it.request) for it in items}
                 self.running.sort(key=lambda r: id(r) in verified)
         for r in finished:
             self._finish(r)
         self.running = [r for r in self.running if not r.done]
         return finished
 
-    def _verify_within_memory(self, batch, chains, trees, propose_seconds: float = 0.0):
+    def _verify_within_memory(self, items: list[StepItem]) -> tuple[list[StepItem], StepStats | None]:
         """Verify, accept and commit, retried with less each time the GPU runs out of memory.
 
         An attempt leaves no trace: the forward writes only its scratch buffers, and commit
         writes only cache slots past each request's kv_len, which no attention reads until
         `_update` moves kv_len. So a retry starts clean, prefill chunks included, and gives
         the same greedy tokens (sampled ones from the same distribution: a failed attempt's
-        draws are just discarded). Returns the requests verified (a prefix of `batch`; a
-        request that fits in no way is among them with its error set), their slices and results.
+        draws are just discarded). Returns the items verified (a prefix of `items`, their
+        results set) and the step's stats; or one item whose request fits in no way (its error
+        set) and None.
         """
         retries = 0
         while True:
-            slices = [RequestSlice(c, r.kv_len, t) for r, c, t in zip(batch, chains, trees)]
             try:
-                results, stats = self._attempt(batch, slices)
+                stats = self._attempt(items)
                 break
             except torch.OutOfMemoryError:
                 pass  # out of the except block first: its traceback holds the attempt's tensors
             self._free_memory()
             retries += 1
             self.oom_retries += 1
-            largest = max(len(t) for t in trees)
-            if largest == 0 and len(batch) == 1:
-                req = batch[0]
+            largest = max(len(it.tree) for it in items)
+            if largest == 0 and len(items) == 1:
+                req = items[0].request
                 req.error = (f"request {req.id}: out of GPU memory even with no draft tree and batch 1 "
-                             f"({len(chains[0])} new tokens on {req.kv_len} cached)")
-                return batch, slices, [None]
-            self.memory.shrink(largest, len(batch))
+                             f"({len(items[0].chain)} new tokens on {req.kv_len} cached)")
+                return items, None
+            self.memory.shrink(largest, len(items))
             budget = TreeBudget(self.memory.nodes, self.config.max_depth)
-            keep = self.memory.batch  # the rest of the batch waits for the next step
-            batch, chains, trees = batch[:keep], chains[:keep], [t.prune(budget) for t in trees[:keep]]
-        stats.oom_retries, stats.propose_seconds = retries, propose_seconds
-        if stats.query_tokens - stats.draft_nodes == stats.requests:
-            # Decode steps only: the controller prices draft nodes net of any prefill in the step
-            # (sunk), so these are the steps it needs predicted, and on the CPU a long prefill's
-            # cheaper tokens per row would bend a line fitted through both.
-            self.controller.cost_model.observe(stats.requests, stats.query_tokens, stats.kv_tokens, stats.seconds)
-        self.step_log.append(stats)
+            items = [StepItem(it.request, it.chain, it.tree.prune(budget)) for it in items[: self.memory.batch]]
+        stats.oom_retries = retries
         self.memory.succeeded()
-        return batch, slices, results
+        return items, stats
 
-    def _attempt(self, batch, slices) -> tuple[list[Acceptance | None], StepStats]:
-        """One try at verify → accept → commit; the stats time the forward and acceptance only."""
+    def _attempt(self, items: list[StepItem]) -> StepStats:
+        """One try at verify → accept → commit (setting each item's result); the stats time the
+        forward and acceptance only."""
         start = self.clock()
-        logits, scratch_k, scratch_v, inputs = self._verify(batch, slices)
-        results = self._accept(batch, slices, logits, inputs)  # its .cpu() waits for the forward
-        stats = StepStats(len(batch), int(inputs.input_ids.numel()), int(inputs.kv_lens.sum()),
+        slices = [it.slice for it in items]
+        logits, scratch_k, scratch_v, inputs = self._verify([it.request for it in items], slices)
+        results = self._accept(items, logits, inputs)  # its .cpu() waits for the forward
+        stats = StepStats(len(items), int(inputs.input_ids.numel()), int(inputs.kv_lens.sum()),
                           sum(len(s.tree) for s in slices), self.clock() - start)
-        self._commit(batch, slices, results, inputs, scratch_k, scratch_v)
-        return results, stats
+        for it, res in zip(items, results):
+            it.result = res
+        self._commit(items, inputs, scratch_k, scratch_v)
+        return stats
 
     def _free_memory(self) -> None:
         """Hand a failed attempt's scratch and activations back before the retry allocates anew."""
@@ -366,29 +382,31 @@ class Engine:
             scratch_k=torch.empty(scratch_shape, dtype=self.cache.k.dtype, device=self.device),
             scratch_v=torch.empty(scratch_shape, dtype=self.cache.v.dtype, device=self.device),
         )
-        with invariant_rows(self._linears, on=self.config.exact), torch.inference_mode():
+        with attention_for_steps(self.model), invariant_rows(self._linears, on=self.config.exact), \
+                torch.inference_mode():
             out = self.model(input_ids=inputs.input_ids[None], position_ids=inputs.position_ids[None],
                              lookahead_step=step, use_cache=False, logits_to_keep=inputs.logit_rows)
         return out.logits[0].float(), step.scratch_k, step.scratch_v, inputs
 
-    def _accept(self, batch, slices, logits, inputs) -> list[Acceptance | None]:
+    def _accept(self, items: list[StepItem], logits, inputs) -> list[Acceptance | None]:
         targets = logits.argmax(-1).cpu().numpy()
         indptr = inputs.logit_indptr.tolist()
         results = []
-        for b, (req, sl) in enumerate(zip(batch, slices)):
-            if req.kv_len + len(sl.chain) < len(req.tokens):  # a prefill chunk: nothing to decide yet
+        for b, it in enumerate(items):
+            req, tree = it.request, it.tree
+            if req.kv_len + len(it.chain) < len(req.tokens):  # a prefill chunk: nothing to decide yet
                 results.append(None)
                 continue
             lo, hi = indptr[b], indptr[b + 1]
             if req.params.temperature == 0:
-                fn = lambda: accept_greedy(sl.tree, targets[lo:hi])  # noqa: E731
+                fn = lambda: accept_greedy(tree, targets[lo:hi])  # noqa: E731
             else:
-                fn = lambda: accept_sampling(sl.tree, logits[lo:hi], req.params.temperature,  # noqa: E731
+                fn = lambda: accept_sampling(tree, logits[lo:hi], req.params.temperature,  # noqa: E731
                                              req.params.top_p, req.rng)
             results.append(self._guard(req, fn))
         return results
 
-    def _commit(self, batch, slices, results, inputs, scratch_k, scratch_v) -> None:
+    def _commit(self, items: list[StepItem], inputs, scratch_k, scratch_v) -> None:
         """Copy the chain's and the accepted nodes' KV into each cache, in path order.
 
         The source is the step's scratch buffer, never the cache itself, so the
@@ -396,11 +414,12 @@ class Engine:
         """
         src, blocks, offsets = [], [], []
         starts = inputs.qo_indptr.tolist()
-        for b, (req, sl, res) in enumerate(zip(batch, slices, results)):
+        for b, it in enumerate(items):
+            req = it.request
             if req.error is not None:
                 continue
-            c = len(sl.chain)
-            nodes = res.nodes if res is not None else []
+            c = len(it.chain)
+            nodes = it.result.nodes if it.result is not None else []
             rows = starts[b] + np.concatenate([np.arange(c), c + np.asarray(nodes, np.int64)]).astype(np.int64)
             positions = torch.arange(req.kv_len, req.kv_len + len(rows))
             blk, off = self.cache.slots(req.id, positions)
@@ -411,19 +430,20 @@ class Engine:
             idx = torch.cat(src).to(self.device)
             self.cache.write(torch.cat(blocks), torch.cat(offsets), scratch_k[:, idx], scratch_v[:, idx])
 
-    def _update(self, batch, slices, results) -> None:
+    def _update(self, items: list[StepItem]) -> None:
         now = self.clock()
-        for req, sl, res in zip(batch, slices, results):
+        for it in items:
+            req, res = it.request, it.result
             if req.error is not None:
                 continue
-            req.kv_len += len(sl.chain)
+            req.kv_len += len(it.chain)
             if res is None:
                 continue
             req.kv_len += len(res.nodes)
             new = self._truncate(req, res.tokens)
             req.tokens += new
             req.forwards += 1
-            req.drafted += len(sl.tree)
+            req.drafted += len(it.tree)
             req.accepted += len(res.nodes)
             req.first_token_at = req.first_token_at or now
             if self.drafter is not None:

@@ -59,7 +59,8 @@ class RecordedTarget(torch.nn.Module):
             self.vocab_size = vocab_size or 1 + max(max(s) for s in sequences.values())
             # One KV head of one dimension in one layer: the engine's cache and scratch cost nothing.
             self.config = SimpleNamespace(num_hidden_layers=1, num_key_value_heads=1, num_attention_heads=1,
-                                          head_dim=1, hidden_size=1, max_position_embeddings=1 << 30)
+                                          head_dim=1, hidden_size=1, max_position_embeddings=1 << 30,
+                                          _attn_implementation=None)
             self._device = torch.nn.Parameter(torch.zeros(1), requires_grad=False)  # the engine's device and dtype
         else:
             self.vocab_size, self.config = model.config.vocab_size, model.config
