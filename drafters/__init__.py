@@ -1,5 +1,5 @@
 """Drafters: model-free guesses of the next tokens, as scored token trees."""
-from .base import Drafter
+from .base import Drafter, DrafterError, RequestStates
 from .tree import DraftTree, TreeBudget, TreeError, TrieBuilder
 from .prompt_lookup import PromptLookupDrafter
 from .suffix_automaton import SuffixAutomatonDrafter
@@ -8,7 +8,7 @@ from .mixer import MixerDrafter, make_drafter
 from .retrieval import CorpusError, RetrievalDrafter, RetrievalStore
 from .source_aligned import SourceAlignedDrafter
 
-__all__ = ["Drafter", "DraftTree", "TreeBudget", "TreeError", "TrieBuilder",
+__all__ = ["Drafter", "DrafterError", "RequestStates", "DraftTree", "TreeBudget", "TreeError", "TrieBuilder",
            "PromptLookupDrafter", "SuffixAutomatonDrafter",
            "Calibrated", "OnlineCalibrator", "MixerDrafter", "make_drafter",
            "RetrievalDrafter", "RetrievalStore", "SourceAlignedDrafter", "CorpusError"]

@@ -8,6 +8,9 @@ A drafter never calls a model: it guesses from token ids it has seen.
 >>> d.propose("r1", TreeBudget(8, 4)).paths()
 [[3, 4, 1, 2]]
 >>> d.update("r1", [3]); d.stop("r1")
+>>> d.propose("r1", TreeBudget(8, 4))
+Traceback (most recent call last):
+lookahead.drafters.base.DrafterError: unknown request id 'r1' (never started, or stopped)
 """
 from __future__ import annotations
 
@@ -17,8 +20,38 @@ from collections.abc import Sequence
 from .tree import DraftTree, TreeBudget
 
 
+class DrafterError(ValueError):
+    """A drafter used out of its lifecycle: a request id started twice, or used before start or after stop."""
+
+
+class RequestStates(dict):
+    """A drafter's per-request state, by request id, with explicit lifecycle errors.
+
+    >>> states = RequestStates(); states.begin("r", [1, 2])
+    >>> states.begin("r", [3])
+    Traceback (most recent call last):
+    lookahead.drafters.base.DrafterError: request 'r' already started
+    >>> states.end("r"), "r" in states
+    ([1, 2], False)
+    """
+
+    def begin(self, request_id: str, state) -> None:
+        if request_id in self:
+            raise DrafterError(f"request {request_id!r} already started")
+        self[request_id] = state
+
+    def end(self, request_id: str):
+        """The request's state, forgotten."""
+        state = self[request_id]
+        del self[request_id]
+        return state
+
+    def __missing__(self, request_id: str):
+        raise DrafterError(f"unknown request id {request_id!r} (never started, or stopped)")
+
+
 class Drafter(ABC):
-    """start → (propose → update)* → stop, per request id."""
+    """start → (propose → update)* → stop, per request id; out of that order: DrafterError."""
 
     name: str = "drafter"
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import Drafter
+from .base import Drafter, RequestStates
 from .tree import DraftTree, TreeBudget
 
 ARCTIC_INSTALL = ("arctic-suffix needs arctic-inference==0.3.0 (the extra `arctic`, an sdist): pip install "
@@ -47,10 +47,10 @@ class HFChainDrafter(Drafter):
         if num_output_tokens <= 0 or max_ngram <= 0:
             raise ValueError("num_output_tokens and max_ngram must be > 0")
         self.num_output_tokens, self.max_ngram = num_output_tokens, max_ngram
-        self._ctx: dict[str, list[int]] = {}
+        self._ctx: RequestStates = RequestStates()
 
     def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
-        self._ctx[request_id] = list(prompt_ids)
+        self._ctx.begin(request_id, list(prompt_ids))
 
     def propose(self, request_id: str, budget: TreeBudget) -> DraftTree:
         ctx = np.asarray(self._ctx[request_id], np.int64)
@@ -70,7 +70,7 @@ class HFChainDrafter(Drafter):
         self._ctx[request_id].extend(accepted_ids)
 
     def stop(self, request_id: str) -> None:
-        self._ctx.pop(request_id, None)
+        self._ctx.end(request_id)
 
 
 class ArcticSuffixDrafter(Drafter):

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
-from .base import Drafter
+from .base import Drafter, RequestStates
 from .tree import DraftTree, TreeBudget
 
 
@@ -136,14 +136,15 @@ class PromptLookupDrafter(Drafter):
             raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
         self.min_ngram, self.max_ngram, self.max_matches = min_ngram, max_ngram, max_matches
         self.length_base, self.alpha = float(length_base), float(alpha)
-        self._ctx: dict[str, np.ndarray] = {}
+        self._ctx: RequestStates = RequestStates()  # request id -> token buffer
         self._len: dict[str, int] = {}
 
     def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
         ids = np.asarray(prompt_ids, np.int64)
         buf = np.empty(max(1024, 2 * len(ids)), np.int64)
         buf[: len(ids)] = ids
-        self._ctx[request_id], self._len[request_id] = buf, len(ids)
+        self._ctx.begin(request_id, buf)
+        self._len[request_id] = len(ids)
 
     def propose(self, request_id: str, budget: TreeBudget) -> DraftTree:
         if budget.max_nodes == 0 or budget.max_depth == 0:
@@ -164,8 +165,8 @@ class PromptLookupDrafter(Drafter):
         self._len[request_id] = n + len(ids)
 
     def stop(self, request_id: str) -> None:
-        self._ctx.pop(request_id, None)
-        self._len.pop(request_id, None)
+        self._ctx.end(request_id)
+        del self._len[request_id]
 
     def context(self, request_id: str) -> np.ndarray:
         """The request's tokens so far (a view)."""

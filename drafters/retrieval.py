@@ -21,7 +21,7 @@ from os import PathLike
 
 import numpy as np
 
-from .base import Drafter
+from .base import Drafter, RequestStates
 from .corpus import CorpusError, read_documents
 from .suffix_array import build_suffix_array, draft_tree
 from .tree import DraftTree, TreeBudget
@@ -145,11 +145,11 @@ class RetrievalDrafter(Drafter):
     def __init__(self, store: RetrievalStore | None = None, max_match: int = 16, learn: bool = True):
         self.store = RetrievalStore() if store is None else store  # None: past outputs only
         self.max_match, self.learn = max_match, learn
-        self._context: dict[str, list[int]] = {}
+        self._context: RequestStates = RequestStates()  # request id -> prompt + output so far
         self._prompt_len: dict[str, int] = {}
 
     def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
-        self._context[request_id] = [int(t) for t in prompt_ids]
+        self._context.begin(request_id, [int(t) for t in prompt_ids])
         self._prompt_len[request_id] = len(prompt_ids)
 
     def propose(self, request_id: str, budget: TreeBudget) -> DraftTree:
@@ -159,6 +159,6 @@ class RetrievalDrafter(Drafter):
         self._context[request_id].extend(int(t) for t in accepted_ids)
 
     def stop(self, request_id: str) -> None:
-        output = self._context.pop(request_id)[self._prompt_len.pop(request_id) :]
+        output = self._context.end(request_id)[self._prompt_len.pop(request_id) :]
         if self.learn and output:
             self.store.add(output)

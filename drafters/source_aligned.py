@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import Drafter
+from .base import Drafter, RequestStates
 from .tree import DraftTree, TreeBudget, TrieBuilder
 
 __all__ = ["SourceAlignedDrafter"]
@@ -57,11 +57,11 @@ class SourceAlignedDrafter(Drafter):
 
     def __init__(self, max_skip: int = 2, max_edit: int = 6, realign_len: int = 4):
         self.max_skip, self.max_edit, self.realign_len = max_skip, max_edit, realign_len
-        self._requests: dict[str, _Request] = {}
+        self._requests: RequestStates = RequestStates()  # request id -> _Request
 
     def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
         # The output's start within the prompt is unknown until it matches there.
-        self._requests[request_id] = _Request(np.asarray(prompt_ids, np.int64))
+        self._requests.begin(request_id, _Request(np.asarray(prompt_ids, np.int64)))
 
     def set_source(self, request_id: str, source_ids: Sequence[int]) -> None:
         """Draft from `source_ids` (e.g. the text to correct) instead of the prompt."""
@@ -92,7 +92,7 @@ class SourceAlignedDrafter(Drafter):
             self._step(r, int(t))
 
     def stop(self, request_id: str) -> None:
-        del self._requests[request_id]
+        self._requests.end(request_id)
 
     # ---- alignment ------------------------------------------------------------------
     def _resync_offsets(self, edit_len: int) -> list[int]:

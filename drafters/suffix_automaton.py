@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
-from .base import Drafter
+from .base import Drafter, RequestStates
 from .tree import DraftTree, TreeBudget
 
 # columns of the int32 state table st[cap_states, 4] (a state's fields share a cache line)
@@ -319,12 +319,12 @@ class SuffixAutomatonDrafter(Drafter):
     def __init__(self, alpha: float = 1.0, min_match: int = 1, count_depth: int = 256, max_branch: int = 64):
         self.alpha, self.min_match, self.count_depth = float(alpha), int(min_match), int(count_depth)
         self.max_branch = int(max_branch)
-        self._req: dict[str, _Automaton] = {}
+        self._req: RequestStates = RequestStates()  # request id -> its automaton
 
     def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
         sam = _Automaton(max(1024, 2 * len(prompt_ids)))
         sam.extend(prompt_ids, self.count_depth)
-        self._req[request_id] = sam
+        self._req.begin(request_id, sam)
 
     def propose(self, request_id: str, budget: TreeBudget) -> DraftTree:
         s = self._req[request_id]
@@ -337,7 +337,7 @@ class SuffixAutomatonDrafter(Drafter):
         self._req[request_id].extend(accepted_ids, self.count_depth)
 
     def stop(self, request_id: str) -> None:
-        self._req.pop(request_id, None)
+        self._req.end(request_id)
 
     def match_length(self, request_id: str) -> int:
         """Length of the longest suffix of the context that also ends earlier in it."""
