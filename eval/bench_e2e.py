@@ -37,7 +37,7 @@ from lookahead.eval import llama_cpp_peer
 from lookahead.eval.tables import markdown_table
 from lookahead.eval.workloads import load_workload
 from lookahead.models import load_model, resolve_model_path
-from lookahead.requests_io import RequestSpec, encode_prompt
+from lookahead.run.requests_io import RequestSpec, encode_prompt
 
 
 @dataclass

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from lookahead.cpu_linear import InvariantLinear, use_invariant_linear
+from lookahead.engine.cpu_linear import InvariantLinear, use_invariant_linear
 from lookahead.eval.tables import markdown_table
 from lookahead.models import load_model
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from lookahead.drafters.mixer import make_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
-from lookahead.recorded_target import RecordedTarget
+from lookahead.engine.recorded_target import RecordedTarget
 
 from .load_report import RequestTiming, markdown, plot, summarize, with_ratios, write_json
 from .load_requests import LoadRequest, bundled_tokenizer, from_trace, from_workload, poisson_arrivals

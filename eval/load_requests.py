@@ -47,7 +47,7 @@ def bundled_tokenizer():
 def from_workload(name: str, tokenizer, limit: int | None = None) -> list[LoadRequest]:
     """The bundled workload's first `limit` cases, encoded as `lookahead run` encodes them."""
     from lookahead.eval.workloads import load_workload
-    from lookahead.requests_io import RequestSpec, encode_prompt
+    from lookahead.run.requests_io import RequestSpec, encode_prompt
 
     out = []
     for case in load_workload(name, limit=limit):

@@ -2,7 +2,7 @@
 
 A random 8B-shaped Llama has the compute of the real one but accepts no draft: its greedy
 choices are noise. Under `RecordedTarget(sequences, eos_id, model=random_llama("8b", "cuda"))`
-(lookahead/recorded_target.py) it runs the real forward over every step, and the recorded
+(lookahead/engine/recorded_target.py) it runs the real forward over every step, and the recorded
 greedy output of a real model (SmolLM2's, from `lookahead run --trace-output`) chooses: the
 engine, its drafters and its controller see the token stream and acceptance of the model
 that made the trace, at the step cost of the big one.
@@ -25,7 +25,7 @@ def random_llama(shape: str, device: str, dtype: str = "bfloat16"):
     """A randomly initialised Llama of `shape` with our attention hooked in, built on `device`."""
     import transformers
 
-    from lookahead.attention import ATTENTION_NAME, register_attention
+    from lookahead.engine.attention import ATTENTION_NAME, register_attention
 
     register_attention()
     config = transformers.LlamaConfig(**SHAPES[shape])

@@ -19,7 +19,7 @@ Example: a 3-token output replayed by a chain drafter that always guesses right
 finishes in 2 steps (prefill, then one verify of 2 nodes); at a flat 10 ms/step
 its latency is 20 ms, against 30 ms with plain decoding.
 
->>> from lookahead.cost_model import CostCoefficients
+>>> from lookahead.engine.cost_model import CostCoefficients
 >>> from lookahead.eval.load_requests import LoadRequest
 >>> reqs = [LoadRequest("r", [1, 2, 3], output_ids=[1, 2, 3])]
 >>> flat = CostCoefficients(base=0.010, past_knee=0.0)
@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lookahead.controller import GoodputController
-from lookahead.cost_model import CostCoefficients, StepCostModel
+from lookahead.engine.controller import GoodputController
+from lookahead.engine.cost_model import CostCoefficients, StepCostModel
 from lookahead.drafters import TreeBudget
 from lookahead.drafters.mixer import make_drafter
 from lookahead.engine import EngineConfig, SamplingParams
-from lookahead.recorded_target import RecordedTarget, SimulatedClock
+from lookahead.engine.recorded_target import RecordedTarget, SimulatedClock
 from lookahead.replay import ReplayConfig, TraceRecord, replay_engine
 
 from .load_report import RequestTiming, markdown, plot, summarize, with_ratios, write_json

@@ -12,15 +12,15 @@ __all__ = ["Lookahead", "Result", "EngineConfig", "SamplingParams", "Fleet"]
 def __getattr__(name):
     # Lazy: `import lookahead` (and the CLI's --help) must not pay for torch and transformers.
     if name in ("Lookahead", "Result"):
-        from . import api
+        from lookahead import api
 
         return getattr(api, name)
     if name == "Fleet":  # needs the optional Ray extra only once it starts
-        from .fleet import Fleet
+        from lookahead.fleet.driver import Fleet
 
         return Fleet
     if name in ("EngineConfig", "SamplingParams"):
-        from . import engine
+        from lookahead import engine
 
         return getattr(engine, name)
     raise AttributeError(f"module 'lookahead' has no attribute {name!r}")

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 
 from lookahead.drafters.mixer import make_drafter
 
-from .engine import Engine, EngineConfig, Request, RequestError, SamplingParams
-from .requests_io import RequestSpec, encode_prompt
-from .result import Result, failed_result
+from lookahead.engine import Engine, EngineConfig, Request, RequestError, SamplingParams
+from lookahead.run.requests_io import RequestSpec, encode_prompt
+from lookahead.result import Result, failed_result
 
 
 class Lookahead:
@@ -36,7 +36,7 @@ class Lookahead:
     def __init__(self, model=None, tokenizer=None, *, drafter: str = "auto", dtype: str = "auto",
                  device: str = "auto", config: EngineConfig | None = None, corpus: list[str] | None = None,
                  task: str | None = None, documents: list[str] | None = None, store=None):
-        from .models import load_model
+        from lookahead.models import load_model
 
         if model is None or isinstance(model, str):
             loaded = load_model(model, dtype=dtype, device=device)
@@ -103,7 +103,7 @@ class Lookahead:
 
     def estimated_speedup(self, results: list[Result]) -> float | None:
         """Plain over speculative decoding time of these results, by the engine's fitted step cost model."""
-        from .report import estimated_speedup
+        from lookahead.run.report import estimated_speedup
 
         return estimated_speedup(results, self.engine.controller.cost_model)
 

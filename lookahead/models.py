@@ -160,7 +160,7 @@ def load_model(model: str | None = None, dtype: str = "auto", device: str = "aut
     import torch
     import transformers
 
-    from .attention import ATTENTION_NAME, register_attention
+    from lookahead.engine.attention import ATTENTION_NAME, register_attention
 
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)

@@ -33,8 +33,8 @@ import numpy as np
 from lookahead.drafters import Drafter, DraftTree
 from lookahead.drafters.peers import ArcticSuffixDrafter, HFChainDrafter
 
-from .engine import Engine, EngineConfig, SamplingParams
-from .recorded_target import RecordedTarget
+from lookahead.engine import Engine, EngineConfig, SamplingParams
+from lookahead.engine.recorded_target import RecordedTarget
 
 PEER_DRAFTERS = ("hf-chain", "arctic-suffix", "arctic-suffix-chain")
 

@@ -19,7 +19,7 @@ def tiny_model(arch: str = "llama", seed: int = 0, vocab: int = 97, kv_heads: in
     """A 2-layer random causal LM with our attention hooked in; fp32, eval mode."""
     import transformers
 
-    from lookahead.attention import ATTENTION_NAME, register_attention
+    from lookahead.engine.attention import ATTENTION_NAME, register_attention
 
     register_attention()
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -39,7 +39,7 @@ def test_llama_cpp_decodes_our_prompt_ids_greedily(smollm2):
     from lookahead.eval.llama_cpp_peer import LlamaCppGreedy
     from lookahead.eval.workloads import load_workload
     from lookahead.models import bundled_gguf
-    from lookahead.requests_io import RequestSpec, encode_prompt
+    from lookahead.run.requests_io import RequestSpec, encode_prompt
 
     case = load_workload("gec", limit=1)[0]
     ids = encode_prompt(smollm2.tokenizer, RequestSpec(case["id"], messages=case["messages"]))

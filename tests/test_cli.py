@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lookahead.cli import app
+from lookahead.run.cli import app
 
 LOOKAHEAD = str(Path(sys.executable).with_name("lookahead"))
 
@@ -99,7 +99,7 @@ def test_user_errors_are_one_line_without_traceback(args, message):
 
 def test_help_is_instant():
     """--help imports neither torch nor transformers (seconds each), whatever the machine's speed."""
-    probe = ("import sys; from typer.testing import CliRunner; from lookahead.cli import app; "
+    probe = ("import sys; from typer.testing import CliRunner; from lookahead.run.cli import app; "
              "res = CliRunner().invoke(app, ['--help']); assert res.exit_code == 0 and 'run' in res.output; "
              "print([m for m in ('torch', 'transformers', 'numba') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

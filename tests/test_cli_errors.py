@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lookahead.cli import app
+from lookahead.run.cli import app
 
 GOOD = json.dumps({"id": "ok", "prompt": "a b a b a b"}) + "\n"
 

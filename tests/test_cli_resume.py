@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from lookahead.cli import app
+from lookahead.run.cli import app
 
 LOOKAHEAD = str(Path(sys.executable).with_name("lookahead"))
 IDS = [f"r{i}" for i in range(12)]

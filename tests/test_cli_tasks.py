@@ -9,13 +9,13 @@ import transformers
 from typer.testing import CliRunner
 
 from lookahead.api import build_drafter
-from lookahead.cli import app
-from lookahead.documents import read_document_files
+from lookahead.run.cli import app
+from lookahead.run.documents import read_document_files
 from lookahead.drafters.corpus import CorpusError
 from lookahead.eval.workloads import bundled_path
-from lookahead.requests_io import InputError, RequestSpec, read_requests
-from lookahead.runner import RunOptions, load_lines
-from lookahead.tasks import GEC_INSTRUCTION, infer_task, shape
+from lookahead.run.requests_io import InputError, RequestSpec, read_requests
+from lookahead.run.runner import RunOptions, load_lines
+from lookahead.run.tasks import GEC_INSTRUCTION, infer_task, shape
 
 DOC = "The Zorblatt river flows north through Vellmore and ends in the Grey Lake."
 

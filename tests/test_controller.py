@@ -9,8 +9,8 @@ import itertools
 import numpy as np
 import pytest
 
-from lookahead.controller import GoodputController, path_probs_and_depths
-from lookahead.cost_model import CostCoefficients, StepCostModel, nonnegative_quadratic_min
+from lookahead.engine.controller import GoodputController, path_probs_and_depths
+from lookahead.engine.cost_model import CostCoefficients, StepCostModel, nonnegative_quadratic_min
 from lookahead.drafters import DraftTree, TreeBudget
 
 BIG = TreeBudget(64, 16)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from lookahead.cpu_linear import InvariantLinear, padded_rows, use_invariant_linear
+from lookahead.engine.cpu_linear import InvariantLinear, padded_rows, use_invariant_linear
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 16, 17, 40])

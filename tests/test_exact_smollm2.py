@@ -8,7 +8,7 @@ from lookahead.drafters import RetrievalStore
 from lookahead.drafters.mixer import make_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.eval.workloads import load_workload
-from lookahead.requests_io import RequestSpec, encode_prompt
+from lookahead.run.requests_io import RequestSpec, encode_prompt
 
 pytestmark = pytest.mark.slow
 N_NEW = 16

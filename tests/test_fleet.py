@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lookahead.cli import app
+from lookahead.run.cli import app
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 pytestmark = pytest.mark.ray
@@ -135,7 +135,7 @@ def test_bad_cluster_options_are_one_line_errors(tiny_model_dir, tmp_path, extra
 
 def test_more_workers_than_the_cluster_has_is_a_one_line_error(cluster, tiny_model_dir):
     from lookahead import Fleet
-    from lookahead.cluster import FleetError
+    from lookahead.fleet.cluster import FleetError
 
     with pytest.raises(FleetError, match=r"^--workers 3 is more than the Ray cluster's 2 CPU cores$"):
         Fleet(str(tiny_model_dir), workers=3)

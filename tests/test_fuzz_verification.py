@@ -24,7 +24,7 @@ from conftest import AnswerDrafter, plain_case
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.kernels.tree_attention import tree_attention_reference
-from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
+from lookahead.engine.tree_inputs import RequestSlice, build_step_inputs
 
 FULL = os.environ.get("LOOKAHEAD_FULL_SOAK") == "1"
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from lookahead.attention import ATTENTION_NAME, StepAttention
+from lookahead.engine.attention import ATTENTION_NAME, StepAttention
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.kernels.tree_attention import pack_mask
-from lookahead.kv_cache import PagedKVCache
+from lookahead.engine.kv_cache import PagedKVCache
 from test_engine_equality import OracleDrafter, prompts
 
 GEMMAS = ("gemma2", "gemma3")

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from conftest import tiny_model
 
-from lookahead.cost_model import CostCoefficients
+from lookahead.engine.cost_model import CostCoefficients
 from lookahead.drafters.mixer import make_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.eval.load_bench import Target, bench_workload, parser
 from lookahead.eval.load_report import summarize
 from lookahead.eval.load_requests import LoadRequest, poisson_arrivals
-from lookahead.recorded_target import RecordedTarget
+from lookahead.engine.recorded_target import RecordedTarget
 from lookahead.eval.simulator import SimConfig, capacity, cycled, fit_cost, simulate
 
 

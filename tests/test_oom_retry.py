@@ -18,7 +18,7 @@ from rich.console import Console
 from conftest import AnswerDrafter, plain_case
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
-from lookahead.report import print_summary, summarize
+from lookahead.run.report import print_summary, summarize
 
 MAX_NEW = 16
 LONG = 96  # output tokens where a test needs many steps

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_model
-from lookahead.cli import app
+from lookahead.run.cli import app
 from lookahead.drafters import TreeBudget, make_drafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.drafters.peers import ArcticSuffixDrafter, HFChainDrafter

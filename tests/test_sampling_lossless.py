@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from lookahead import engine as engine_module
+from lookahead.engine import loop as engine_module
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
-from lookahead.kernels.acceptance import Acceptance, accept_sampling, children_lists
+from lookahead.engine.acceptance import Acceptance, accept_sampling, children_lists
 
 FULL = os.environ.get("LOOKAHEAD_FULL_SOAK") == "1"
 ALPHA = 1e-3  # a correct acceptor fails a test with this probability (per test, fixed seeds: never in practice)
@@ -68,7 +68,7 @@ def test_chi2_pvalue_sanity():
     assert chi2_pvalue(np.array([10, 0, 0, 1]), np.array([0.5, 0.5, 0.0, 0.0])) == 0.0
 
 
-# ---- the exact target, written independently of kernels/acceptance.py ------------------------------
+# ---- the exact target, written independently of lookahead/engine/acceptance.py ------------------------------
 def exact_probs(logits: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
     """float64 [V]: softmax(logits / T), restricted to the smallest most-probable set of mass >= top_p."""
     z = np.asarray(logits, np.float64) / temperature

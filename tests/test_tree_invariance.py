@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from conftest import TINY_ARCHS, tiny_model
 from lookahead.drafters import DraftTree
 from lookahead.engine import Engine, EngineConfig
-from lookahead.kernels.tree_inputs import RequestSlice
+from lookahead.engine.tree_inputs import RequestSlice
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow], max_examples=25)

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
-from lookahead.kernels.acceptance import Acceptance, accept_greedy, accept_sampling
-from lookahead.kernels.tree_inputs import RequestSlice, build_step_inputs
+from lookahead.engine.acceptance import Acceptance, accept_greedy, accept_sampling
+from lookahead.engine.tree_inputs import RequestSlice, build_step_inputs
 
-from .attention import StepAttention, attention_for_steps
-from .controller import GoodputController
-from .cost_model import StepCostModel, prior_for
-from .cpu_linear import invariant_rows, linear_layers
-from .kv_cache import PagedKVCache
+from lookahead.engine.attention import StepAttention, attention_for_steps
+from lookahead.engine.controller import GoodputController
+from lookahead.engine.cost_model import StepCostModel, prior_for
+from lookahead.engine.cpu_linear import invariant_rows, linear_layers
+from lookahead.engine.kv_cache import PagedKVCache
 
 
 class RequestError(ValueError):

@@ -7,7 +7,7 @@ one request at a time. Plain decoding makes one token per forward of one query
 token; speculative decoding made `output_tokens` in `target_forwards` forwards of
 1 + drafted/forwards query tokens each.
 
->>> from lookahead.cost_model import StepCostModel
+>>> from lookahead.engine.cost_model import StepCostModel
 >>> flat = StepCostModel.fixed(base=0.02, per_query_token=0.0001)   # 20 ms + 0.1 ms per query token
 >>> r = Result("a", "", [], 100, 64, 16, 4.0, 1.0, 96, 48, "length")  # 64 tokens in 16 forwards of 7 queries
 >>> round(estimated_speedup([r], flat), 2)                           # 64 × 20.1 ms / (16 × 20.7 ms)
@@ -18,7 +18,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .result import Result
+from lookahead.result import Result
 
 
 def estimated_speedup(results: list[Result], cost_model) -> float | None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .cpu_linear import padded_rows, pads_rows
+from lookahead.engine.cpu_linear import padded_rows, pads_rows
 from lookahead.kernels.invariant_gemm import MIN_COLUMNS as MAX_ROWS  # rows at or below this are one stair
 
 MIN_STEP_SECONDS = 1e-6  # a floor so that goodput (tokens / seconds) stays finite

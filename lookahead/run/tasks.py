@@ -14,14 +14,14 @@ already holds (the bundled rag lines) is not repeated.
 ('She go home.', 'She go home.')
 >>> shape(RequestSpec("q", text="Why?"), "rag", [])
 Traceback (most recent call last):
-lookahead.requests_io.InputError: request q: task rag needs documents (--documents or a "documents" field)
+lookahead.run.requests_io.InputError: request q: task rag needs documents (--documents or a "documents" field)
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .documents import new_documents, with_documents
-from .requests_io import InputError, RequestSpec
+from lookahead.run.documents import new_documents, with_documents
+from lookahead.run.requests_io import InputError, RequestSpec
 
 TASKS = ("chat", "rag", "gec")
 # The bundled gec workload's instruction, so that a user's sentences are asked the same way.

@@ -22,7 +22,7 @@ the nodes that fill the padding are free.
 
 Example: two requests, one forward costs 10 ms plus 1 ms per query token past 4.
 
->>> from lookahead.cost_model import StepCostModel
+>>> from lookahead.engine.cost_model import StepCostModel
 >>> from lookahead.drafters import DraftTree, TreeBudget
 >>> ctl = GoodputController("goodput", StepCostModel.fixed(base=0.010, past_knee=0.001, knee=4))
 >>> a = DraftTree.chain([5, 6, 7], [0.9, 0.9, 0.5])   # path probs 0.9, 0.81, 0.405
@@ -46,7 +46,7 @@ import numpy as np
 
 from lookahead.drafters import DraftTree, TreeBudget
 
-from .cost_model import StepCostModel
+from lookahead.engine.cost_model import StepCostModel
 
 Mode = Literal["goodput", "fixed", "off"]
 MODES = ("goodput", "fixed", "off")

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .cost_model import CostCoefficients
+from lookahead.engine.cost_model import CostCoefficients
 
 
 @dataclass

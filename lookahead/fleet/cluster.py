@@ -3,7 +3,7 @@
 >>> check_address("local")                       # starts nothing: only says whether Ray could be asked
 >>> check_address("nonsense")
 Traceback (most recent call last):
-lookahead.cluster.FleetError: --ray must be local, auto, host:port or ray://host:port; got 'nonsense'
+lookahead.fleet.cluster.FleetError: --ray must be local, auto, host:port or ray://host:port; got 'nonsense'
 """
 from __future__ import annotations
 

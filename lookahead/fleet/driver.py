@@ -24,11 +24,11 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .api import as_spec, build_store
-from .result import Result, failed_result
-from .cluster import FleetError, check_address, import_ray
-from .engine import EngineConfig
-from .fleet_worker import FleetWorker, Shared, WorkerSetup
+from lookahead.api import as_spec, build_store
+from lookahead.result import Result, failed_result
+from lookahead.fleet.cluster import FleetError, check_address, import_ray
+from lookahead.engine import EngineConfig
+from lookahead.fleet.worker import FleetWorker, Shared, WorkerSetup
 
 @dataclass
 class FleetStats:
@@ -76,7 +76,7 @@ class Fleet:
                  task: str | None = None, documents: list[str] | None = None, address: str = "local",
                  workers: int | None = None, shard_size: int | None = None, max_attempts: int = 3,
                  start_timeout: float = 600.0):
-        from .models import load_tokenizer
+        from lookahead.models import load_tokenizer
 
         self._ray = ray = import_ray()
         config = config or EngineConfig()

@@ -20,7 +20,7 @@ import torch
 
 from lookahead.kernels.dispatch import tree_attention
 
-from .kv_cache import PagedKVCache
+from lookahead.engine.kv_cache import PagedKVCache
 
 ATTENTION_NAME = "lookahead"
 

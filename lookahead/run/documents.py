@@ -26,7 +26,7 @@ from dataclasses import replace
 from os import PathLike
 from pathlib import Path
 
-from .requests_io import RequestSpec
+from lookahead.run.requests_io import RequestSpec
 
 INSTRUCTION = "Using the documents above, answer the following."
 

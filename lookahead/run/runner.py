@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .requests_io import InputError, InputLine
+from lookahead.run.requests_io import InputError, InputLine
 
 
 @dataclass
@@ -55,9 +55,9 @@ class RunError(ValueError):
 
 def load_lines(opts: RunOptions, task: str, documents: list[str]) -> list[InputLine]:
     """The input lines, each request shaped by the task; bad lines kept with their error."""
-    from .requests_io import read_requests
-    from .samples import bundled_path
-    from .tasks import shape
+    from lookahead.run.requests_io import read_requests
+    from lookahead.samples import bundled_path
+    from lookahead.run.tasks import shape
 
     path = opts.input if opts.input is not None else bundled_path(opts.workload)
     lines = read_requests(path)
@@ -76,11 +76,11 @@ def load_lines(opts: RunOptions, task: str, documents: list[str]) -> list[InputL
 def run_requests(opts: RunOptions) -> dict:
     from lookahead.drafters.corpus import read_documents
 
-    from .documents import read_document_files
-    from .tasks import infer_task
+    from lookahead.run.documents import read_document_files
+    from lookahead.run.tasks import infer_task
 
     if opts.ray is not None:  # a missing extra or a dead address is said before anything loads
-        from .cluster import check_address, import_ray
+        from lookahead.fleet.cluster import check_address, import_ray
 
         import_ray()
         check_address(opts.ray)
@@ -92,7 +92,7 @@ def run_requests(opts: RunOptions) -> dict:
     # torch and transformers only once the input is known to be good
     from transformers.utils import logging as hf_logging
 
-    from .engine import EngineConfig
+    from lookahead.engine import EngineConfig
 
     console = Console(stderr=True)
     # The datastore also gets each request's own documents: a request may draft from another's.
@@ -111,9 +111,9 @@ def run_requests(opts: RunOptions) -> dict:
 
 def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, console: Console) -> dict:
     """Decode the lines not yet in the output (--resume), writing each result as it finishes; the summary."""
-    from .report import print_summary, summarize
-    from .requests_io import result_line
-    from .results_file import ResultsFile
+    from lookahead.run.report import print_summary, summarize
+    from lookahead.run.requests_io import result_line
+    from lookahead.run.results_file import ResultsFile
 
     out = ResultsFile(opts.output, opts.resume) if opts.output else None
     done = out.done if out is not None else set()
@@ -169,10 +169,10 @@ def open_engine(opts: RunOptions, config, task: str, documents: list[str]):
     kw = dict(drafter=opts.drafter, dtype=opts.dtype, device=opts.device, config=config, corpus=opts.corpus,
               task=task, documents=documents)
     if opts.ray is None:
-        from .api import Lookahead
+        from lookahead.api import Lookahead
 
         return Lookahead(opts.model, **kw)
-    from .fleet import Fleet
+    from lookahead.fleet.driver import Fleet
 
     return Fleet(opts.model, address=opts.ray, workers=opts.workers, **kw)
 

@@ -16,7 +16,7 @@ A file named *.txt holds one bare-text request per non-blank line (ids line-1, l
 ['d']
 >>> parse_line('{"id": "a"}', 7)
 Traceback (most recent call last):
-lookahead.requests_io.InputError: line 7: needs "messages", "prompt" or "text"
+lookahead.run.requests_io.InputError: line 7: needs "messages", "prompt" or "text"
 """
 from __future__ import annotations
 

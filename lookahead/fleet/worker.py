@@ -11,10 +11,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .api import Lookahead
-from .result import Result
-from .engine import EngineConfig
-from .report import estimated_times
+from lookahead.api import Lookahead
+from lookahead.result import Result
+from lookahead.engine import EngineConfig
+from lookahead.run.report import estimated_times
 
 
 @dataclass

@@ -13,7 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 DRAFTERS = ("none", "prompt-lookup", "suffix", "retrieval", "source", "auto")
 WORKLOADS = ("rag", "gec", "gec-ua")
-TASKS = ("chat", "rag", "gec")  # lookahead.tasks.TASKS, repeated so that --help imports nothing heavy
+TASKS = ("chat", "rag", "gec")  # lookahead.run.tasks.TASKS, repeated so that --help imports nothing heavy
 
 
 def fail(message: str) -> None:
@@ -118,7 +118,7 @@ def run(
         if path is not None and not path.parent.is_dir():  # found now, not after the model has loaded
             fail(f"output folder does not exist: {path.parent}")
 
-    from .runner import RunOptions, run_requests
+    from lookahead.run.runner import RunOptions, run_requests
 
     opts = RunOptions(input=input, workload=workload, output=output, model=model, drafter=drafter, task=task,
                       documents=[str(d) for d in documents],
@@ -194,7 +194,7 @@ def replay(
 
 def _tokenizer(model: Optional[str]):
     """text -> ids with the model's tokenizer (no special tokens), as `lookahead run --corpus` encodes."""
-    from .models import load_tokenizer
+    from lookahead.models import load_tokenizer
 
     tok = load_tokenizer(model)
     return lambda text: tok(text, add_special_tokens=False)["input_ids"]
