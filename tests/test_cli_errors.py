@@ -128,7 +128,7 @@ def test_a_prompt_longer_than_the_context_fails_alone(tiny_model_dir, tmp_path):
     ("temperature", "hot", "temperature must be a number, got 'hot'"),
     ("top_p", 5, "top_p must be in (0, 1], got 5"),
     ("max_tokens", "many", "max_new_tokens must be an integer, got 'many'"),
-    ("max_tokens", 0, "max_new_tokens must be > 0, got 0"),
+    ("max_tokens", 0, "max_new_tokens must be in [1, 1048576], got 0"),
     ("max_tokens", True, "max_new_tokens must be an integer, got True"),
 ])
 def test_a_bad_sampling_value_fails_its_own_request(tiny_model_dir, tmp_path, field, value, message):

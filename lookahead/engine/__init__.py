@@ -1,5 +1,6 @@
 """The engine and the stages of its step (propose → prune → verify → accept → commit → update).
 
+  config.py           EngineConfig and SamplingParams: every option's default and valid range
   loop.py             Engine: admission, the step, out-of-memory back-off, requests' lifecycle
   controller.py       prune: the goodput controller; cost_model.py its online step-cost model
   tree_inputs.py      verify's inputs: flattened tokens, positions, ancestor bitmasks
@@ -9,7 +10,7 @@
   recorded_target.py  a target whose choices are recorded outputs (replay, simulation)
 
 `Engine`, `EngineConfig`, `SamplingParams`, `Request` and `RequestError` are importable from
-here; they load on first use, so the light modules above import without torch's start-up.
+here; `Engine` and `Request` load on first use, so the options import without torch's start-up.
 
 >>> from lookahead.engine import EngineConfig
 >>> EngineConfig().exact
@@ -17,12 +18,13 @@ True
 """
 from __future__ import annotations
 
-_LOOP = ("Engine", "EngineConfig", "SamplingParams", "Request", "RequestError")
-__all__ = list(_LOOP)
+from .config import EngineConfig, RequestError, SamplingParams
+
+__all__ = ["Engine", "EngineConfig", "SamplingParams", "Request", "RequestError"]
 
 
 def __getattr__(name):
-    if name in _LOOP:
+    if name in ("Engine", "Request"):
         from . import loop
 
         return getattr(loop, name)

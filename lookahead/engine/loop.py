@@ -26,49 +26,11 @@ from lookahead.engine.acceptance import Acceptance, accept_greedy, accept_sampli
 from lookahead.engine.tree_inputs import RequestSlice, build_step_inputs
 
 from lookahead.engine.attention import StepAttention, attention_for_steps
+from lookahead.engine.config import EngineConfig, RequestError, SamplingParams
 from lookahead.engine.controller import GoodputController
 from lookahead.engine.cost_model import StepCostModel, prior_for
 from lookahead.engine.cpu_linear import invariant_rows, linear_layers
 from lookahead.engine.kv_cache import PagedKVCache
-
-
-class RequestError(ValueError):
-    """A request that cannot be served (one line for the user); other requests go on."""
-
-
-@dataclass
-class EngineConfig:
-    max_nodes: int = 32  # draft nodes verified per request and step at most
-    max_depth: int = 16  # deepest draft node
-    controller: str = "goodput"  # goodput: nodes worth their cost; fixed: the whole budget; off: plain decoding
-    max_batch_size: int = 8  # requests decoded together
-    kv_cache_tokens: int = 32768  # KV cache size, in tokens over all requests
-    block_size: int = 16  # KV positions per cache block
-    prefill_chunk: int = 1024  # prompt tokens per forward at most
-    exact: bool = True  # tree-invariant verification: output == plain decoding bit for bit, in any dtype (CPU)
-
-
-@dataclass
-class SamplingParams:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        """The one check of sampling values, wherever they come from (a request line, the API, the CLI)."""
-        for name, kinds in (("max_new_tokens", int), ("temperature", (int, float)), ("top_p", (int, float)),
-                            ("seed", int)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, kinds):
-                kind = "an integer" if kinds is int else "a number"
-                raise RequestError(f"{name} must be {kind}, got {value!r}")
-        if self.max_new_tokens <= 0:
-            raise RequestError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise RequestError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise RequestError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclass

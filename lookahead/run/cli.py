@@ -8,9 +8,12 @@ from typing import Optional
 
 import typer
 
+from lookahead.engine.config import ENGINE_RANGES, EngineConfig, OptionError, SamplingParams
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Model-free speculative decoding: draft token trees from text already there, verify in one pass.")
 
+ENGINE, SAMPLING = EngineConfig(), SamplingParams()  # the options' defaults, defined once (engine/config.py)
 DRAFTERS = ("none", "prompt-lookup", "suffix", "retrieval", "source", "auto")
 WORKLOADS = ("rag", "gec", "gec-ua")
 TASKS = ("chat", "rag", "gec")  # lookahead.run.tasks.TASKS, repeated so that --help imports nothing heavy
@@ -57,20 +60,22 @@ def run(
     model: Optional[str] = typer.Option(None, show_default="bundled SmolLM2-135M-Instruct",
                                         help="Model folder or .gguf file."),
     drafter: str = typer.Option("auto", help=f"Drafter: {', '.join(DRAFTERS)}."),
-    max_new_tokens: int = typer.Option(128, help="Tokens to generate per request at most."),
-    temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples losslessly."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temperature > 0)."),
-    seed: int = typer.Option(0, help="Seed for sampling."),
+    max_new_tokens: int = typer.Option(SAMPLING.max_new_tokens, help="Tokens to generate per request at most."),
+    temperature: float = typer.Option(SAMPLING.temperature, help="0 = greedy; > 0 samples losslessly."),
+    top_p: float = typer.Option(SAMPLING.top_p, help="Nucleus sampling mass (with --temperature > 0)."),
+    seed: int = typer.Option(SAMPLING.seed, help="Seed for sampling."),
     dtype: str = typer.Option("auto", help="auto (bf16 where the CPU has native bf16, else fp32; bf16 on a GPU), "
                                            "float32, bfloat16 or float16."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    max_nodes: int = typer.Option(32, help="Draft tree nodes verified per request and step, 0 to 1024."),
-    max_depth: int = typer.Option(16, help="Deepest draft tree node, 0 to 1024."),
-    max_batch_size: int = typer.Option(8, help="Requests decoded together."),
-    exact: bool = typer.Option(True, "--exact/--not-exact",
+    max_nodes: int = typer.Option(ENGINE.max_nodes, help="Draft tree nodes verified per request and step, "
+                                  f"{ENGINE_RANGES['max_nodes'].lo} to {ENGINE_RANGES['max_nodes'].hi}."),
+    max_depth: int = typer.Option(ENGINE.max_depth, help=f"Deepest draft tree node, {ENGINE_RANGES['max_depth'].lo} "
+                                  f"to {ENGINE_RANGES['max_depth'].hi}."),
+    max_batch_size: int = typer.Option(ENGINE.max_batch_size, help="Requests decoded together."),
+    exact: bool = typer.Option(ENGINE.exact, "--exact/--not-exact",
                                help="--not-exact: a faster CPU path whose speculative output may differ from plain "
                                     "decoding (near-ties, mostly in bf16)."),
-    controller: str = typer.Option("goodput", help="goodput (verify the nodes worth their cost), fixed (the whole "
+    controller: str = typer.Option(ENGINE.controller, help="goodput (verify the nodes worth their cost), fixed (the whole "
                                    "budget) or off (plain decoding)."),
     compare_plain: bool = typer.Option(False, "--compare-plain", show_default="off",
                                        help="First decode the same requests with no drafter: measured speedup and "
@@ -98,20 +103,18 @@ def run(
     check_choice(drafter, DRAFTERS, "--drafter")
     check_choice(dtype, ("auto", "float32", "bfloat16", "float16"), "--dtype")
     check_choice(device, ("auto", "cpu", "cuda"), "--device")
-    check_choice(controller, ("goodput", "fixed", "off"), "--controller")
     check_choice(on_error, ("skip", "fail"), "--on-error")
     if task is not None:
         check_choice(task, TASKS, "--task")
-    for name, value, lo, hi in (("--max-new-tokens", max_new_tokens, 1, 1 << 20), ("--max-nodes", max_nodes, 0, 1024),
-                                ("--max-depth", max_depth, 0, 1024), ("--max-batch-size", max_batch_size, 1, 4096)):
-        if not lo <= value <= hi:
-            fail(f"{name} must be in [{lo}, {hi}], got {value}")
+    try:  # the options' own ranges (engine/config.py), named by their flags
+        EngineConfig(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size, controller=controller)
+        SamplingParams(max_new_tokens, temperature, top_p, seed)
+    except OptionError as e:
+        fail(f"--{e.field.replace('_', '-')} {e.rule}")
     if limit is not None and limit <= 0:
         fail(f"--limit must be > 0, got {limit}")
     if workers is not None and (ray is None or workers <= 0):
         fail("--workers needs --ray ADDRESS" if ray is None else f"--workers must be > 0, got {workers}")
-    if temperature < 0 or not 0 < top_p <= 1:
-        fail("--temperature must be >= 0 and --top-p in (0, 1]")
     if resume and output is None:
         fail("--resume needs --output FILE (the file to resume)")
     for path in (output, trace_output):
@@ -147,9 +150,10 @@ REPLAY_DRAFTERS = DRAFTERS + ("hf-chain", "arctic-suffix", "arctic-suffix-chain"
 def replay(
     trace: Path = typer.Option(..., help="Trace JSONL written by `lookahead run --trace-output`."),
     drafter: str = typer.Option("prompt-lookup", help=f"Drafter: {', '.join(REPLAY_DRAFTERS)}."),
-    max_nodes: int = typer.Option(32, help="Draft tree nodes verified per request and step."),
-    max_depth: int = typer.Option(16, help="Deepest draft tree node."),
-    max_batch_size: int = typer.Option(8, help="Requests decoded together (as in the run that wrote the trace)."),
+    max_nodes: int = typer.Option(ENGINE.max_nodes, help="Draft tree nodes verified per request and step."),
+    max_depth: int = typer.Option(ENGINE.max_depth, help="Deepest draft tree node."),
+    max_batch_size: int = typer.Option(ENGINE.max_batch_size,
+                                       help="Requests decoded together (as in the run that wrote the trace)."),
     max_new_tokens: Optional[int] = typer.Option(None, help="The run's --max-new-tokens. [default: the longest recorded output]"),
     corpus: list[Path] = typer.Option([], help="Text or JSONL files for the retrieval drafter (repeatable)."),
     model: Optional[str] = typer.Option(None, help="Model whose tokenizer encodes --corpus. [default: bundled SmolLM2]"),

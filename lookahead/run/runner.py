@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lookahead.engine.config import EngineConfig, SamplingParams
 from lookahead.run.requests_io import InputError, InputLine
 
 
@@ -27,17 +28,17 @@ class RunOptions:
     drafter: str = "auto"
     task: str | None = None  # None: inferred (tasks.infer_task)
     documents: list[str] = field(default_factory=list)
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
+    max_new_tokens: int = SamplingParams.max_new_tokens  # the options' defaults: engine/config.py
+    temperature: float = SamplingParams.temperature
+    top_p: float = SamplingParams.top_p
+    seed: int = SamplingParams.seed
     dtype: str = "auto"
     device: str = "auto"
-    max_nodes: int = 32
-    max_depth: int = 16
-    max_batch_size: int = 8
-    exact: bool = True  # EngineConfig.exact
-    controller: str = "goodput"
+    max_nodes: int = EngineConfig.max_nodes
+    max_depth: int = EngineConfig.max_depth
+    max_batch_size: int = EngineConfig.max_batch_size
+    exact: bool = EngineConfig.exact
+    controller: str = EngineConfig.controller
     limit: int | None = None
     corpus: list[str] = field(default_factory=list)
     trace_output: Path | None = None
@@ -91,8 +92,6 @@ def run_requests(opts: RunOptions) -> dict:
 
     # torch and transformers only once the input is known to be good
     from transformers.utils import logging as hf_logging
-
-    from lookahead.engine import EngineConfig
 
     console = Console(stderr=True)
     # The datastore also gets each request's own documents: a request may draft from another's.
