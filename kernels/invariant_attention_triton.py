@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from .tree_attention import memoised, unpack_mask
-from .tree_attention_triton import _LOG2E, _online_softmax_step
+from .tree_attention_triton import _LOG2E, _fold_partial, _online_softmax_step, kernel_layout
 
 BLOCK_N = 64  # key positions per block
 # Positions per split: 1024 keys of 128 dims in bf16 are 256 KiB of K and V per program, and a
@@ -194,13 +194,7 @@ def _merge_own_splits(
         lse = tl.load(LSE_PART + s * stride_ls + i * stride_lt + head, mask=head_ok, other=float("-inf"))
         o = tl.load(O_PART + s * stride_ps + i * stride_pt + head[:, None] * stride_ph + d[None, :],
                     mask=head_ok[:, None] & (d < HEAD_DIM)[None, :], other=0.0)
-        m_new = tl.maximum(m, lse)
-        m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m - m_shift)
-        w = tl.exp2(lse - m_shift)
-        acc = acc * alpha[:, None] + w[:, None] * o
-        total = total * alpha + w
-        m = m_new
+        m, total, acc = _fold_partial(m, total, acc, lse, o)
     out = acc / tl.where(total > 0, total, 1.0)[:, None]
     tl.store(OUT + i * stride_ot + head[:, None] * stride_oh + d[None, :],
              out.to(OUT.dtype.element_ty), mask=head_ok[:, None] & (d < HEAD_DIM)[None, :])
@@ -219,11 +213,7 @@ def tree_attention_invariant_triton(
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if n_tokens == 0:
         return out
-    q = q if q.stride(-1) == 1 else q.contiguous()
-    if k_new.stride() != v_new.stride() or k_new.stride(-1) != 1:
-        k_new, v_new = k_new.contiguous(), v_new.contiguous()
-    assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1, \
-        "k_cache and v_cache need equal strides and a contiguous last dim"
+    q, k_new, v_new = kernel_layout(q, k_new, v_new, k_cache, v_cache)
     page = k_cache.shape[1]
     inputs = memoised(plans, "invariant_triton", lambda: plan_inputs(
         block_table, kv_lens, qo_indptr, tree_mask, page, positions))

@@ -226,6 +226,16 @@ def _tree_attention_partials(
 
 
 @triton.jit
+def _fold_partial(m, total, acc, lse, o):
+    """Fold one partial (log2-sum-exp `lse` [H], normalised output `o` [H, D]) into a running merge."""
+    m_new = tl.maximum(m, lse)
+    m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - m_shift)
+    w = tl.exp2(lse - m_shift)
+    return m_new, total * alpha + w, acc * alpha[:, None] + w[:, None] * o
+
+
+@triton.jit
 def _merge_partials(
     O_PART, LSE_PART, OUT, n_heads,
     stride_ps, stride_pt, stride_ph,
@@ -247,13 +257,7 @@ def _merge_partials(
         used = lse > float("-inf")  # unwritten partials (empty prefix chunks) are never read
         o = tl.load(O_PART + s * stride_ps + tok * stride_pt + head[:, None] * stride_ph
                     + d[None, :], mask=used[:, None] & (d < HEAD_DIM)[None, :], other=0.0)
-        m_new = tl.maximum(m, lse)
-        m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m - m_shift)
-        w = tl.exp2(lse - m_shift)
-        acc = acc * alpha[:, None] + w[:, None] * o
-        total = total * alpha + w
-        m = m_new
+        m, total, acc = _fold_partial(m, total, acc, lse, o)
     out = acc / tl.where(total > 0, total, 1.0)[:, None]
     tl.store(OUT + tok * stride_ot + head[:, None] * stride_oh + d[None, :],
              out.to(OUT.dtype.element_ty), mask=head_ok[:, None] & (d < HEAD_DIM)[None, :])
@@ -309,6 +313,17 @@ def _sm_count(device: torch.device) -> int:
     return 4  # the interpreter: a few splits, enough to exercise the split path
 
 
+def kernel_layout(q, k_new, v_new, k_cache, v_cache):
+    """q, k_new, v_new as the kernels index them: the last dim with stride 1, K and V with one set of
+    strides; anything else (rare: the engine passes transposed views with a contiguous last dim) is copied."""
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    if k_new.stride() != v_new.stride() or k_new.stride(-1) != 1:
+        k_new, v_new = k_new.contiguous(), v_new.contiguous()
+    assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1, \
+        "k_cache and v_cache need equal strides and a contiguous last dim"
+    return q, k_new, v_new
+
+
 def tree_attention_triton(
     q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, scale: float,
     *, window: int | None = None, softcap: float | None = None, positions: torch.Tensor | None = None,
@@ -324,13 +339,7 @@ def tree_attention_triton(
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # contiguous, whatever q's layout
     if n_tokens == 0:
         return out
-    # The kernel indexes the last dim with stride 1 and walks K and V with one set of strides;
-    # anything else (rare: the engine passes transposed views with a contiguous last dim) is copied.
-    q = q if q.stride(-1) == 1 else q.contiguous()
-    if k_new.stride() != v_new.stride() or k_new.stride(-1) != 1:
-        k_new, v_new = k_new.contiguous(), v_new.contiguous()
-    assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1, \
-        "k_cache and v_cache need equal strides and a contiguous last dim"
+    q, k_new, v_new = kernel_layout(q, k_new, v_new, k_cache, v_cache)
     block_table = block_table.to(torch.int32)
     kv_lens = kv_lens.to(torch.int32)
     qo_indptr = qo_indptr.to(torch.int32)
