@@ -197,7 +197,7 @@ def test_summary_reports_oom_retries(tiny_model_dir):
     print_summary(console, summarize([], 0, 1.0, lm, "none", "float32"), [])
     assert "out-of-memory" not in console.export_text()  # nothing to say: no row
 
-    engine.oom_retries = 3
+    engine.memory.failed_attempts = 3
     s = summarize([], 0, 1.0, lm, "none", "float32")
     assert s["oom_retries"] == 3
     print_summary(console, s, [])

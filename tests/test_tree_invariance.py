@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from conftest import TINY_ARCHS, tiny_model
 from lookahead.drafters import DraftTree
 from lookahead.engine import Engine, EngineConfig
-from lookahead.engine.tree_inputs import RequestSlice
+from lookahead.engine.step import StepItem
+from lookahead.engine.verify import verify
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow], max_examples=25)
@@ -32,9 +33,11 @@ def model_for(arch: str, dtype: torch.dtype):
     return tiny_model(arch).to(dtype)
 
 
-class _Id:
-    def __init__(self, rid):
-        self.id = rid
+class _Pending:
+    """What verify reads of a request: its id and cached length."""
+
+    def __init__(self, rid, kv_len):
+        self.id, self.kv_len = rid, kv_len
 
 
 class Stepper:
@@ -50,9 +53,9 @@ class Stepper:
 
     def step(self, items: list[tuple[str, list[int], DraftTree]]) -> list[torch.Tensor]:
         """items: (request, chain, tree); the chains are committed. Returns each request's logit rows."""
-        batch = [_Id(rid) for rid, _, _ in items]
-        slices = [RequestSlice(chain, self.kv[rid], tree) for rid, chain, tree in items]
-        logits, sk, sv, inputs = self.engine._verify(batch, slices)
+        step = [StepItem(_Pending(rid, self.kv[rid]), chain, tree) for rid, chain, tree in items]
+        v = verify(self.engine.model, self.engine.cache, step, self.engine._linears, self.engine.config.exact)
+        logits, sk, sv, inputs = v.logits, v.scratch_k, v.scratch_v, v.inputs
         indptr, starts = inputs.logit_indptr.tolist(), inputs.qo_indptr.tolist()
         for b, (rid, chain, _) in enumerate(items):
             rows = torch.arange(starts[b], starts[b] + len(chain))
