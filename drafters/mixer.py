@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lookahead.engine.config import DRAFTERS
+
 from .base import Drafter
 from .calibration import Calibrated
 from .tree import DraftTree, TreeBudget
@@ -72,7 +74,6 @@ class MixerDrafter(Drafter):
         return {d.name: d.stats() for d in self.drafters if hasattr(d, "stats")}
 
 
-DRAFTER_NAMES = ("none", "prompt-lookup", "suffix", "retrieval", "source", "auto")
 
 
 def _single(name: str, store, kw) -> Drafter:
@@ -101,8 +102,8 @@ def make_drafter(name: str, *, store=None, task: str | None = None, calibrate: b
     calibrate  wrap drafters in Calibrated (the mixer's members and the mixture itself)
     kw         constructor options of the named single drafter
     """
-    if name not in DRAFTER_NAMES:
-        raise ValueError(f"unknown drafter {name!r}; valid names: {', '.join(DRAFTER_NAMES)}")
+    if name not in DRAFTERS:
+        raise ValueError(f"unknown drafter {name!r}; valid names: {', '.join(DRAFTERS)}")
     if name == "none":
         return None
     wrap = Calibrated if calibrate else (lambda d: d)

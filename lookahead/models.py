@@ -19,6 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from lookahead.engine.config import DTYPES
+
 DEFAULT_MODEL = "smollm2"
 _SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
 
@@ -136,9 +138,6 @@ def pick_device(device: str) -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise ModelError(f"unknown device {device!r} (use auto, cpu or cuda)")
     return device
-
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def pick_dtype(dtype: str, device: str) -> str:

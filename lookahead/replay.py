@@ -36,7 +36,6 @@ from lookahead.drafters.peers import ArcticSuffixDrafter, HFChainDrafter
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.engine.recorded_target import RecordedTarget
 
-PEER_DRAFTERS = ("hf-chain", "arctic-suffix", "arctic-suffix-chain")
 
 
 class TraceError(ValueError):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "sample_data"
 BUNDLED = {"rag": "rag.jsonl", "gec": "gec.jsonl", "gec-ua": "gec-ua.jsonl"}
+WORKLOADS = tuple(BUNDLED)
 # The field that holds the raw text a drafter may copy from, per task.
 TEXT_FIELD = {"rag": "document", "gec": "source", "gec-ua": "source"}
 

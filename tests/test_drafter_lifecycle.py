@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from lookahead.drafters import DrafterError, RetrievalStore, TreeBudget, make_drafter
-from lookahead.drafters.mixer import DRAFTER_NAMES
+from lookahead.engine.config import DRAFTERS
 from lookahead.drafters.peers import HFChainDrafter
 
-NAMES = [n for n in DRAFTER_NAMES if n != "none"]
+NAMES = [n for n in DRAFTERS if n != "none"]
 
 
 def drafters():

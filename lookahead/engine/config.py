@@ -68,7 +68,13 @@ def _check(obj, ranges: dict[str, Range], error: type[OptionError]) -> None:
             raise error(f.name, rule)
 
 
+# The names every surface accepts (CLI flags, the Python API, request lines), defined once here.
 CONTROLLERS = ("goodput", "fixed", "off")
+DRAFTERS = ("none", "prompt-lookup", "suffix", "retrieval", "source", "auto")  # drafters.make_drafter
+PEER_DRAFTERS = ("hf-chain", "arctic-suffix", "arctic-suffix-chain")  # peers' rules, replay only
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # models.pick_dtype
+DEVICES = ("auto", "cpu", "cuda")  # models.pick_device
+TASKS = ("chat", "rag", "gec")  # run/tasks.py
 
 ENGINE_RANGES = {
     "max_nodes": Range(int, 0, 1024),

@@ -8,15 +8,14 @@ from typing import Optional
 
 import typer
 
-from lookahead.engine.config import ENGINE_RANGES, EngineConfig, OptionError, SamplingParams
+from lookahead.engine.config import (DEVICES, DRAFTERS, DTYPES, ENGINE_RANGES, PEER_DRAFTERS, TASKS, EngineConfig,
+                                     OptionError, SamplingParams)
+from lookahead.samples import WORKLOADS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Model-free speculative decoding: draft token trees from text already there, verify in one pass.")
 
 ENGINE, SAMPLING = EngineConfig(), SamplingParams()  # the options' defaults, defined once (engine/config.py)
-DRAFTERS = ("none", "prompt-lookup", "suffix", "retrieval", "source", "auto")
-WORKLOADS = ("rag", "gec", "gec-ua")
-TASKS = ("chat", "rag", "gec")  # lookahead.run.tasks.TASKS, repeated so that --help imports nothing heavy
 
 
 def fail(message: str) -> None:
@@ -27,6 +26,16 @@ def fail(message: str) -> None:
 def check_choice(value: str, choices: tuple[str, ...], option: str) -> None:
     if value not in choices:
         fail(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_options(engine: dict, sampling: dict | None) -> None:
+    """The options' own ranges and types (engine/config.py), reported by their flags."""
+    try:
+        EngineConfig(**engine)
+        if sampling is not None:
+            SamplingParams(**sampling)
+    except OptionError as e:
+        fail(f"--{e.field.replace('_', '-')} {e.rule}")
 
 
 @app.callback()
@@ -101,16 +110,13 @@ def run(
     if workload is not None:
         check_choice(workload, WORKLOADS, "--workload")
     check_choice(drafter, DRAFTERS, "--drafter")
-    check_choice(dtype, ("auto", "float32", "bfloat16", "float16"), "--dtype")
-    check_choice(device, ("auto", "cpu", "cuda"), "--device")
+    check_choice(dtype, DTYPES, "--dtype")
+    check_choice(device, DEVICES, "--device")
     check_choice(on_error, ("skip", "fail"), "--on-error")
     if task is not None:
         check_choice(task, TASKS, "--task")
-    try:  # the options' own ranges (engine/config.py), named by their flags
-        EngineConfig(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size, controller=controller)
-        SamplingParams(max_new_tokens, temperature, top_p, seed)
-    except OptionError as e:
-        fail(f"--{e.field.replace('_', '-')} {e.rule}")
+    check_options(dict(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size, controller=controller),
+                  dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed))
     if limit is not None and limit <= 0:
         fail(f"--limit must be > 0, got {limit}")
     if workers is not None and (ray is None or workers <= 0):
@@ -143,7 +149,7 @@ def run(
         raise typer.Exit(1)
 
 
-REPLAY_DRAFTERS = DRAFTERS + ("hf-chain", "arctic-suffix", "arctic-suffix-chain")
+REPLAY_DRAFTERS = DRAFTERS + PEER_DRAFTERS
 
 
 @app.command()
@@ -161,12 +167,8 @@ def replay(
 ) -> None:
     """Replay greedy decoding of a trace with no model: τ, tree size and propose latency of a drafter."""
     check_choice(drafter, REPLAY_DRAFTERS, "--drafter")
-    for name, value, lo, hi in (("--max-nodes", max_nodes, 0, 1024), ("--max-depth", max_depth, 0, 1024),
-                                ("--max-batch-size", max_batch_size, 1, 4096)):
-        if not lo <= value <= hi:
-            fail(f"{name} must be in [{lo}, {hi}], got {value}")
-    if max_new_tokens is not None and max_new_tokens <= 0:
-        fail(f"--max-new-tokens must be > 0, got {max_new_tokens}")
+    check_options(dict(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size),
+                  None if max_new_tokens is None else dict(max_new_tokens=max_new_tokens))
 
     from lookahead.replay import ReplayConfig, build_drafter, read_trace, replay as run_replay
 

@@ -23,7 +23,6 @@ from dataclasses import replace
 from lookahead.run.documents import new_documents, with_documents
 from lookahead.run.requests_io import InputError, RequestSpec
 
-TASKS = ("chat", "rag", "gec")
 # The bundled gec workload's instruction, so that a user's sentences are asked the same way.
 GEC_INSTRUCTION = "Correct the spelling and grammar of the following text. Reply with the corrected text only."
 
