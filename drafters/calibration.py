@@ -25,9 +25,64 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 
 from .base import Drafter
 from .tree import DraftTree, TreeBudget
+from .tree_kernels import depths
+
+
+@njit(cache=True, inline="always")
+def _bin(depth, score, max_depth, n_buckets):
+    """(depth bin, raw-score bucket) of a node; the bucket from the float32 product, as numpy."""
+    return min(depth, max_depth) - 1, min(np.int64(score * np.float32(n_buckets)), n_buckets - 1)
+
+
+@njit(cache=True)
+def _calibrate(parents, scores, pos, neg, prior_strength):
+    """float32 [N]: the posterior mean of each node's bin, under a Beta prior centred on its raw score."""
+    max_depth, n_buckets = pos.shape
+    depth = depths(parents)
+    out = np.empty(len(scores), np.float32)
+    for i in range(len(scores)):
+        d, b = _bin(depth[i], scores[i], max_depth, n_buckets)
+        out[i] = (pos[d, b] + prior_strength * np.float64(scores[i])) / (pos[d, b] + neg[d, b] + prior_strength)
+    return out
+
+
+@njit(cache=True)
+def _observe(tokens, parents, scores, accepted, pos, neg, raw_sum, cal_sum, prior_strength):
+    """Label the nodes of the tree's walk along `accepted` and count them into the tables in place."""
+    max_depth, n_buckets = pos.shape
+    n = len(tokens)
+    labelled = np.empty(n, np.int64)  # the children of each node on the walk, level by level
+    right = np.zeros(n, np.bool_)
+    m, cur = 0, -1
+    for tok in accepted:
+        level, nxt = m, -1
+        for i in range(n):
+            if parents[i] == cur:
+                labelled[m] = i
+                if tokens[i] == tok and nxt == -1:
+                    right[m], nxt = True, i
+                m += 1
+        if m == level or nxt == -1:
+            break
+        cur = nxt
+    depth = depths(parents)
+    for j in range(m):  # every score against the tables as they were before this tree
+        i = labelled[j]
+        d, b = _bin(depth[i], scores[i], max_depth, n_buckets)
+        raw = np.float64(scores[i])
+        cal_sum[d] += (pos[d, b] + prior_strength * raw) / (pos[d, b] + neg[d, b] + prior_strength)
+        raw_sum[d] += raw
+    for j in range(m):
+        i = labelled[j]
+        d, b = _bin(depth[i], scores[i], max_depth, n_buckets)
+        if right[j]:
+            pos[d, b] += 1.0
+        else:
+            neg[d, b] += 1.0
 
 
 class OnlineCalibrator:
@@ -45,46 +100,18 @@ class OnlineCalibrator:
         self.raw_sum = np.zeros(max_depth)  # for stats: mean raw score of observed nodes
         self.cal_sum = np.zeros(max_depth)  # and the calibrated score they were given
 
-    def _bins(self, tree: DraftTree):
-        depth = np.minimum(tree.depths(), self.max_depth) - 1
-        bucket = np.minimum((tree.scores * self.n_buckets).astype(np.int64), self.n_buckets - 1)
-        return depth, bucket
-
-    def _posterior(self, depth, bucket, raw):
-        pos, n = self.pos[depth, bucket], self.pos[depth, bucket] + self.neg[depth, bucket]
-        return (pos + self.prior_strength * raw) / (n + self.prior_strength)
-
     def calibrate(self, tree: DraftTree) -> DraftTree:
         """The same tree with calibrated scores."""
         if len(tree) == 0:
             return tree
-        depth, bucket = self._bins(tree)
-        scores = self._posterior(depth, bucket, tree.scores.astype(np.float64)).astype(np.float32)
+        scores = _calibrate(tree.parents, tree.scores, self.pos, self.neg, self.prior_strength)
         return DraftTree.unchecked(tree.tokens, tree.parents, scores)  # same shape, scores in [0, 1]
 
     def observe(self, tree: DraftTree, accepted_ids: Sequence[int]) -> None:
         """Learn from the target's next tokens `accepted_ids` after proposing `tree`."""
-        nodes, right = [], []
-        cur = -1
-        for tok in accepted_ids:
-            kids = np.flatnonzero(tree.parents == cur)
-            if len(kids) == 0:
-                break
-            hit = tree.tokens[kids] == tok
-            nodes.append(kids)
-            right.append(hit)
-            if not hit.any():
-                break
-            cur = int(kids[np.argmax(hit)])
-        if not nodes:
-            return
-        nodes, right = np.concatenate(nodes), np.concatenate(right)
-        depth, bucket = self._bins(tree)
-        depth, bucket, raw = depth[nodes], bucket[nodes], tree.scores[nodes].astype(np.float64)
-        np.add.at(self.cal_sum, depth, self._posterior(depth, bucket, raw))
-        np.add.at(self.raw_sum, depth, raw)
-        np.add.at(self.pos, (depth[right], bucket[right]), 1.0)
-        np.add.at(self.neg, (depth[~right], bucket[~right]), 1.0)
+        if len(tree):
+            _observe(tree.tokens, tree.parents, tree.scores, np.asarray(accepted_ids, np.int64),
+                     self.pos, self.neg, self.raw_sum, self.cal_sum, self.prior_strength)
 
     def stats(self) -> list[dict]:
         """Per observed depth: nodes observed, acceptance rate, mean raw and calibrated score."""
@@ -137,3 +164,9 @@ class Calibrated(Drafter):
 
     def stats(self) -> list[dict]:
         return self.calibrator.stats()
+
+
+# Compile (or load from cache) at import, as the drafters warm their kernels.
+_warm = OnlineCalibrator(max_depth=2, n_buckets=2)
+_warm.observe(_warm.calibrate(DraftTree.chain([1, 2], [0.5, 0.5])), [1, 3])
+del _warm

@@ -121,7 +121,7 @@ class RetrievalStore:
             self._text[:n], self._sa[:n], np.asarray(self._bounds, np.int64), ctx, max_match,
             self.key_len, budget.max_nodes, budget.max_depth, self.probes, self.max_children,
         )
-        return DraftTree(tokens, parents, scores), int(m)
+        return DraftTree.unchecked(tokens, parents, scores), int(m)
 
     def _reserve(self, n: int) -> None:
         if n > len(self._text):

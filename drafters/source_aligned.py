@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from .base import Drafter, RequestStates
-from .tree import DraftTree, TreeBudget, TrieBuilder
+from .tree import DraftTree, TreeBudget
+from .tree_kernels import prune
 
 __all__ = ["SourceAlignedDrafter"]
 
@@ -35,6 +37,56 @@ __all__ = ["SourceAlignedDrafter"]
 CHAIN_SCORE = 0.9  # a token of the source continuing an aligned stretch
 SKIP_SCORE = 0.05  # first token after skipping source tokens while in sync (a deletion)
 RESYNC_SCORES = (0.5, 0.2, 0.1)  # first token of the most, second, other likely resyncs
+
+
+@njit(cache=True)
+def _resync_offsets(edit_len, max_skip):
+    """Source tokens an edit of `edit_len` >= 1 output tokens may have replaced, likeliest first:
+    as many (substitution), none (insertion), more (with deletion), fewer."""
+    out = np.empty(1 + max_skip + edit_len, np.int64)
+    out[0], out[1] = edit_len, 0
+    for k in range(1, max_skip + 1):
+        out[1 + k] = edit_len + k
+    for j in range(1, edit_len):
+        out[1 + max_skip + j] = j
+    return out
+
+
+@njit(cache=True)
+def _propose(source, pointer, edit_len, max_skip, max_nodes, max_depth):
+    """The trie of the source from every start the alignment allows, pruned to the budget.
+
+    A start's first token is scored by how likely the start is, the rest CHAIN_SCORE; where
+    starts share tokens the first start's scores stay.
+    """
+    if edit_len == 0:  # in sync: a copy, or a deletion of k source tokens before a copy
+        starts = pointer + np.arange(max_skip + 1)
+        firsts = np.full(len(starts), SKIP_SCORE)
+        firsts[0] = CHAIN_SCORE
+    else:
+        starts = pointer + _resync_offsets(edit_len, max_skip)
+        firsts = np.full(len(starts), RESYNC_SCORES[2])
+        firsts[0], firsts[1] = RESYNC_SCORES[0], RESYNC_SCORES[1]
+    cap = len(starts) * max_depth
+    tok = np.empty(cap, np.int64)
+    par = np.empty(cap, np.int32)
+    score = np.empty(cap, np.float32)
+    first = np.full(cap + 1, -1, np.int64)  # first child of node i at first[i + 1]; the root's at first[0]
+    sibling = np.empty(cap, np.int64)
+    n = 0
+    for k in range(len(starts)):
+        node = -1
+        for j in range(starts[k], min(starts[k] + max_depth, len(source))):
+            c = first[node + 1]
+            while c != -1 and tok[c] != source[j]:
+                c = sibling[c]
+            if c == -1:
+                c = n
+                n += 1
+                tok[c], par[c], score[c] = source[j], node, firsts[k] if j == starts[k] else CHAIN_SCORE
+                sibling[c], first[node + 1] = first[node + 1], c
+            node = c
+    return prune(tok[:n], par[:n], score[:n], max_nodes, max_depth)
 
 
 @dataclass
@@ -73,17 +125,9 @@ class SourceAlignedDrafter(Drafter):
         r = self._requests[request_id]
         if r.pointer is None or budget.max_nodes == 0 or budget.max_depth == 0:
             return DraftTree.empty()
-        if r.edit_len == 0:
-            starts = [(r.pointer, CHAIN_SCORE)] + [(r.pointer + k, SKIP_SCORE) for k in range(1, self.max_skip + 1)]
-        else:
-            offsets = self._resync_offsets(r.edit_len)
-            priors = RESYNC_SCORES[:-1] + (RESYNC_SCORES[-1],) * (len(offsets) - 2)
-            starts = [(r.pointer + j, s) for j, s in zip(offsets, priors)]
-        builder = TrieBuilder()
-        for q, first in starts:
-            path = r.source[q : q + budget.max_depth]
-            builder.add_path(path, [first] + [CHAIN_SCORE] * (len(path) - 1))
-        return builder.build().prune(budget)
+        tokens, parents, scores = _propose(r.source, r.pointer, r.edit_len, self.max_skip,
+                                           budget.max_nodes, budget.max_depth)
+        return DraftTree.unchecked(tokens, parents, scores)
 
     def update(self, request_id: str, accepted_ids: Sequence[int]) -> None:
         r = self._requests[request_id]
@@ -95,12 +139,6 @@ class SourceAlignedDrafter(Drafter):
         self._requests.end(request_id)
 
     # ---- alignment ------------------------------------------------------------------
-    def _resync_offsets(self, edit_len: int) -> list[int]:
-        """Source tokens an edit of `edit_len` output tokens may have replaced, likeliest first:
-        as many (substitution), none (insertion), more (with deletion), fewer."""
-        d = edit_len
-        return [d, 0] + list(range(d + 1, d + self.max_skip + 1)) + list(range(1, d))
-
     def _step(self, r: _Request, t: int) -> None:
         src, p = r.source, r.pointer
         if p is None:
@@ -115,7 +153,7 @@ class SourceAlignedDrafter(Drafter):
             r.edit_len = 1
             return
         # Inside an edit: does t resume the source after one of the possible skips?
-        for j in self._resync_offsets(r.edit_len):
+        for j in _resync_offsets(r.edit_len, self.max_skip).tolist():
             if p + j < len(src) and src[p + j] == t:
                 r.pointer, r.edit_len = p + j + 1, 0
                 return
@@ -137,3 +175,7 @@ class SourceAlignedDrafter(Drafter):
             if len(ends):
                 return int(ends[np.argmin(np.abs(ends - hint))])
         return None
+
+
+# Compile (or load from cache) at import, as the other drafters warm their kernels.
+_propose(np.array([1, 2, 3], np.int64), 0, 1, 2, 4, 4)
