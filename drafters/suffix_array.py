@@ -150,21 +150,23 @@ def _value_bound(text, sa, lo, hi, offset, value, upper):
 
 
 @njit(cache=True)
-def _children(text, sa, los, his, offset, key_len, probes, max_children):
+def _children(text, sa, los, his, offset, key_len, probes, max_children, found, sub, vals, counts, sub_lo, sub_hi):
     """The most frequent next tokens of the suffixes in ranges sa[los[s]:his[s]].
 
     Each range shares its first `offset` tokens, so (below key_len) it is sorted by
     the token at `offset`: a child is a sub-range found by binary search. A range
     longer than `probes` is sampled at `probes` evenly spaced points, which finds
     every child holding more than 1/probes of it; rarer children are dropped.
-    Returns (values, counts, sub_los [k, nseg], sub_his [k, nseg]), most frequent
-    first, ties toward the smaller token id.
+    Writes the first k <= max_children of them, most frequent first, ties toward the
+    smaller token id, to vals[:k], counts[:k], sub_lo[:k] and sub_hi[:k] (rows of
+    [nseg]) and returns k; `found` (nseg * (probes + 1) + 1) and `sub` ([2, nseg]) are
+    scratch. Buffers come from the caller: this runs once per node drafted, and
+    allocating here cost as much as the searches.
     """
     nseg = len(los)
     total = 0
     for s in range(nseg):
         total += his[s] - los[s]
-    found = np.empty(nseg * (probes + 1) + 1, np.int64)
     nf = 0
     if offset >= key_len:
         # Past the sorted prefix only a single occurrence can still be followed.
@@ -184,21 +186,38 @@ def _children(text, sa, los, his, offset, key_len, probes, max_children):
                     found[nf] = v
                     nf += 1
                     last = v
-    values = np.unique(found[:nf])
-    k = len(values)
-    counts = np.zeros(k, np.int64)
-    sub_lo = np.empty((k, nseg), np.int64)
-    sub_hi = np.empty((k, nseg), np.int64)
-    for c in range(k):
+    found[:nf].sort()
+    k = 0
+    for f in range(nf):
+        value = found[f]
+        if f > 0 and value == found[f - 1]:
+            continue
+        count = 0
         for s in range(nseg):
             if offset >= key_len:
-                sub_lo[c, s], sub_hi[c, s] = los[s], his[s]
+                sub[0, s], sub[1, s] = los[s], his[s]
             else:
-                sub_lo[c, s] = _value_bound(text, sa, los[s], his[s], offset, values[c], False)
-                sub_hi[c, s] = _value_bound(text, sa, sub_lo[c, s], his[s], offset, values[c], True)
-            counts[c] += sub_hi[c, s] - sub_lo[c, s]
-    order = np.argsort(-counts, kind="mergesort")[:max_children]  # stable: ties by value
-    return values[order], counts[order], sub_lo[order], sub_hi[order]
+                sub[0, s] = _value_bound(text, sa, los[s], his[s], offset, value, False)
+                sub[1, s] = _value_bound(text, sa, sub[0, s], his[s], offset, value, True)
+            count += sub[1, s] - sub[0, s]
+        # Insert into the kept list by count, after equal counts (values arrive in increasing order).
+        c = k
+        while c > 0 and counts[c - 1] < count:
+            c -= 1
+        if c == max_children:
+            continue
+        for j in range(min(k, max_children - 1), c, -1):
+            vals[j], counts[j] = vals[j - 1], counts[j - 1]
+            sub_lo[j], sub_hi[j] = sub_lo[j - 1], sub_hi[j - 1]
+        vals[c], counts[c], sub_lo[c], sub_hi[c] = value, count, sub[0], sub[1]
+        k = min(k + 1, max_children)
+    return k
+
+
+@njit(cache=True, inline="always")
+def _better(prob, a, b):
+    """Candidate a is drafted before b: higher path probability, then found earlier."""
+    return prob[a] > prob[b] or (prob[a] == prob[b] and a < b)
 
 
 @njit(cache=True)
@@ -207,6 +226,7 @@ def _grow(text, sa, los, his, match_len, key_len, max_nodes, max_depth, probes, 
 
     A node's score is count / (parent count + 1): the empirical continuation
     frequency, shrunk so that a single occurrence does not claim certainty.
+    Candidates wait in a binary heap (max path probability, ties to the earliest found).
     """
     nseg = len(los)
     cap = 1 + max_nodes * max_children
@@ -218,11 +238,18 @@ def _grow(text, sa, los, his, match_len, key_len, max_nodes, max_depth, probes, 
     c_prob = np.empty(cap, np.float64)
     c_lo = np.empty((cap, nseg), np.int64)
     c_hi = np.empty((cap, nseg), np.int64)
-    used = np.zeros(cap, np.bool_)
+    heap = np.empty(cap, np.int64)
     tokens = np.empty(max_nodes, np.int64)
     parents = np.empty(max_nodes, np.int32)
     scores = np.empty(max_nodes, np.float32)
+    found = np.empty(nseg * (probes + 1) + 1, np.int64)
+    sub = np.empty((2, nseg), np.int64)
+    vals = np.empty(max_children, np.int64)
+    counts = np.empty(max_children, np.int64)
+    sub_lo = np.empty((max_children, nseg), np.int64)
+    sub_hi = np.empty((max_children, nseg), np.int64)
     n_cand = 0
+    n_heap = 0
     n_out = 0
     # The root (node -1) stands for the matched suffix itself.
     node, depth, total, prob = -1, 0, 0, 1.0
@@ -231,10 +258,9 @@ def _grow(text, sa, los, his, match_len, key_len, max_nodes, max_depth, probes, 
     node_lo, node_hi = los, his
     while True:
         if depth < max_depth and n_out < max_nodes:  # children of the last node chosen
-            vals, counts, sub_lo, sub_hi = _children(
-                text, sa, node_lo, node_hi, match_len + depth, key_len, probes, max_children
-            )
-            for c in range(len(vals)):
+            k = _children(text, sa, node_lo, node_hi, match_len + depth, key_len, probes, max_children,
+                          found, sub, vals, counts, sub_lo, sub_hi)
+            for c in range(k):
                 c_tok[n_cand] = vals[c]
                 c_parent[n_cand] = node
                 c_depth[n_cand] = depth + 1
@@ -243,16 +269,30 @@ def _grow(text, sa, los, his, match_len, key_len, max_nodes, max_depth, probes, 
                 c_prob[n_cand] = prob * c_score[n_cand]
                 c_lo[n_cand] = sub_lo[c]
                 c_hi[n_cand] = sub_hi[c]
+                i = n_heap  # sift up
+                n_heap += 1
+                while i > 0 and _better(c_prob, n_cand, heap[(i - 1) // 2]):
+                    heap[i] = heap[(i - 1) // 2]
+                    i = (i - 1) // 2
+                heap[i] = n_cand
                 n_cand += 1
-        if n_out == max_nodes:
+        if n_out == max_nodes or n_heap == 0:
             break
-        best = -1
-        for c in range(n_cand):
-            if not used[c] and (best < 0 or c_prob[c] > c_prob[best]):
-                best = c
-        if best < 0:
-            break
-        used[best] = True
+        best = heap[0]
+        n_heap -= 1
+        last = heap[n_heap]  # sift down
+        i = 0
+        while True:
+            c = 2 * i + 1
+            if c >= n_heap:
+                break
+            if c + 1 < n_heap and _better(c_prob, heap[c + 1], heap[c]):
+                c += 1
+            if not _better(c_prob, heap[c], last):
+                break
+            heap[i] = heap[c]
+            i = c
+        heap[i] = last
         tokens[n_out] = c_tok[best]
         parents[n_out] = c_parent[best]
         scores[n_out] = c_score[best]
