@@ -166,80 +166,90 @@ def _append(st, ed, hk, hv, meta, tokens, count_depth):
 
 
 @njit(cache=True, inline="always")
-def _before(heap, i, j):
-    """Heap order: higher path probability first, then earlier push."""
-    return heap[i, 0] > heap[j, 0] or (heap[i, 0] == heap[j, 0] and heap[i, 1] < heap[j, 1])
+def _better(prob, a, b):
+    """Candidate a is drafted before b: higher path probability, then pushed earlier."""
+    return prob[a] > prob[b] or (prob[a] == prob[b] and a < b)
 
 
 @njit(cache=True)
-def _heap_push(heap, size, row):
-    if size == heap.shape[0]:
-        bigger = np.empty((2 * size, heap.shape[1]), np.float64)
-        bigger[:size] = heap
-        heap = bigger
-    heap[size] = row
-    i = size
-    while i > 0:
-        p = (i - 1) // 2
-        if not _before(heap, i, p):
-            break
-        tmp = heap[p].copy()
-        heap[p] = heap[i]
-        heap[i] = tmp
-        i = p
-    return heap, size + 1
+def _push(heap, n_heap, prob, c):
+    """Add candidate c to the binary heap of candidate ids heap[:n_heap]; returns the new size."""
+    i = n_heap
+    while i > 0 and _better(prob, c, heap[(i - 1) // 2]):
+        heap[i] = heap[(i - 1) // 2]
+        i = (i - 1) // 2
+    heap[i] = c
+    return n_heap + 1
 
 
 @njit(cache=True)
-def _heap_pop(heap, size):
-    top = heap[0].copy()
-    size -= 1
-    heap[0] = heap[size]
+def _pop(heap, n_heap, prob):
+    """(the best candidate of heap[:n_heap], the new size)."""
+    best = heap[0]
+    n_heap -= 1
+    last = heap[n_heap]
     i = 0
     while True:
-        l, r, m = 2 * i + 1, 2 * i + 2, i
-        if l < size and _before(heap, l, m):
-            m = l
-        if r < size and _before(heap, r, m):
-            m = r
-        if m == i:
+        c = 2 * i + 1
+        if c >= n_heap:
             break
-        tmp = heap[m].copy()
-        heap[m] = heap[i]
-        heap[i] = tmp
-        i = m
-    return top, size
+        if c + 1 < n_heap and _better(prob, heap[c + 1], heap[c]):
+            c += 1
+        if not _better(prob, heap[c], last):
+            break
+        heap[i] = heap[c]
+        i = c
+    heap[i] = last
+    return best, n_heap
 
 
 @njit(cache=True)
-def _push_children(st, ed, heap, size, seq, s, parent, depth, base, alpha, limit, tok, to, cnt):
+def _push_children(st, ed, cand, n_cand, heap, n_heap, s, parent, depth, base, alpha, limit, tok, to, cnt, order):
     """Push the `limit` most frequent of the `max_branch` newest continuations of state s.
 
     A frequent token has thousands of successors in a long context, and each edge
     visited is a cache miss (~0.5 ms for 2,300 edges at 128k tokens, measured), so
     only the newest max_branch transitions are read; branch shares are taken among them.
-    tok, to and cnt are scratch arrays of length max_branch.
+    Candidate c is the row cand[c] = (path probability, state, parent, token, depth, score);
+    tok, to, cnt and order are scratch arrays of length max_branch.
+    Returns the new (n_cand, n_heap).
     """
     if limit <= 0:
-        return heap, size, seq
+        return n_cand, n_heap
     k, total = 0, 0.0
     e = st[s, FIRST]
     while e != -1 and k < len(tok):
         tok[k], to[k], cnt[k] = ed[e, TOK], ed[e, TO], st[ed[e, TO], CNT]
         total += cnt[k]
         e, k = ed[e, NEXT], k + 1
-    # The heap orders what is pushed (ties by push order = newest first); sort only to cut.
-    order = np.argsort(-cnt[:k], kind="mergesort")[:limit] if k > limit else np.arange(k)
-    row = np.empty(7, np.float64)
-    for i in order:
+    # The heap orders what is pushed (ties by push order = newest first); rank by count only
+    # to cut: the `limit` largest counts, ties to the newer edge (a stable sort's first `limit`).
+    m = k
+    if k > limit:
+        m = 0
+        for i in range(k):
+            j = m
+            while j > 0 and cnt[order[j - 1]] < cnt[i]:
+                j -= 1
+            if j == limit:
+                continue
+            for q in range(min(m, limit - 1), j, -1):
+                order[q] = order[q - 1]
+            order[j] = i
+            m = min(m + 1, limit)
+    else:
+        for i in range(k):
+            order[i] = i
+    for j in range(m):
+        i = order[j]
         if cnt[i] == 0:  # possible only past count_depth
             break
         score = cnt[i] / (total + alpha)
-        row[0], row[1], row[2], row[3] = base * score, seq, to[i], parent
-        row[4], row[5], row[6] = tok[i], depth, score
-        heap, size = _heap_push(heap, size, row)
-        seq += 1
-    return heap, size, seq
+        cand[n_cand, 0], cand[n_cand, 1], cand[n_cand, 2] = base * score, to[i], parent
+        cand[n_cand, 3], cand[n_cand, 4], cand[n_cand, 5] = tok[i], depth, score
+        n_heap = _push(heap, n_heap, cand[:, 0], n_cand)
+        n_cand += 1
+    return n_cand, n_heap
 
 
 @njit(cache=True)
@@ -252,20 +262,27 @@ def _propose(st, ed, meta, max_nodes, max_depth, alpha, min_match, max_branch):
     v = st[last, LINK] if last > 0 else -1
     if v < 0 or st[v, LEN] < max(min_match, 1) or max_nodes == 0 or max_depth == 0:
         return tok[:0], par[:0], score[:0]
-    heap = np.empty((64, 7), np.float64)
+    # Room for every push: the root's children, then each drafted node n's (at most max_nodes - n - 1).
+    cap = min(max_branch, max_nodes)
+    for n in range(max_nodes):
+        cap += min(max_branch, max_nodes - n - 1)
+    cand = np.empty((cap, 6), np.float64)
+    heap = np.empty(cap, np.int64)
     btok, bto, bcnt = np.empty(max_branch, np.int64), np.empty(max_branch, np.int64), np.empty(max_branch)
-    heap, size, seq = _push_children(st, ed, heap, 0, 0, v, -1, 1, 1.0, alpha, max_nodes, btok, bto, bcnt)
+    border = np.empty(max_branch, np.int64)
+    n_cand, n_heap = _push_children(st, ed, cand, 0, heap, 0, v, -1, 1, 1.0, alpha, max_nodes,
+                                    btok, bto, bcnt, border)
     n = 0
-    while n < max_nodes and size > 0:
-        top, size = _heap_pop(heap, size)
-        tok[n] = np.int64(top[4])
-        par[n] = np.int32(top[3])
-        score[n] = np.float32(top[6])
-        depth = np.int64(top[5])
+    while n < max_nodes and n_heap > 0:
+        c, n_heap = _pop(heap, n_heap, cand[:, 0])
+        tok[n] = np.int64(cand[c, 3])
+        par[n] = np.int32(cand[c, 2])
+        score[n] = np.float32(cand[c, 5])
+        depth = np.int64(cand[c, 4])
         if depth < max_depth:
-            heap, size, seq = _push_children(
-                st, ed, heap, size, seq, np.int64(top[2]), n, depth + 1, top[0], alpha, max_nodes - n - 1,
-                btok, bto, bcnt,
+            n_cand, n_heap = _push_children(
+                st, ed, cand, n_cand, heap, n_heap, np.int64(cand[c, 1]), n, depth + 1, cand[c, 0], alpha,
+                max_nodes - n - 1, btok, bto, bcnt, border,
             )
         n += 1
     return tok[:n], par[:n], score[:n]
