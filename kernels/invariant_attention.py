@@ -25,7 +25,7 @@ the query's key blocks are the same blocks in both calls, so the same floating-p
 operations run in the same order.
 
 A long prefill chunk (more than MAX_TREE_ROWS new tokens and no tree) goes to the reference
-(`attend_request`, SDPA for long ones) instead: it is the same chunk of the same request in
+(`attend_request`, in blocks of query rows) instead: it is the same chunk of the same request in
 plain and speculative decoding, so a deterministic computation is enough there.
 
 >>> import torch

@@ -317,11 +317,11 @@ def test_gpu_chunked_prefill_bf16():
     check(args)
 
 
-@pytest.mark.parametrize("spelled_out_limit", [0, 1 << 30], ids=["sdpa", "spelled-out"])
-def test_both_reference_paths_and_the_step_memo_match_brute_force(monkeypatch, spelled_out_limit):
-    """Long requests go through SDPA, short ones through the folded matmul; a plan memoised by
-    the first layer serves the next ones."""
-    monkeypatch.setattr(ta, "_SPELLED_OUT_SCORES", spelled_out_limit)
+@pytest.mark.parametrize("query_block", [1, 3, 128], ids=["row-by-row", "blocks", "one-block"])
+def test_query_blocks_and_the_step_memo_match_brute_force(monkeypatch, query_block):
+    """Long requests go in blocks of query rows, each reading the keys up to its last visible one;
+    a plan memoised by the first layer serves the next ones."""
+    monkeypatch.setattr(ta, "QUERY_BLOCK", query_block)
     masks = tree_masks([BUSHY, CHAIN5, []]) + [causal(9)]
     kv_lens = [30, 0, 12, 17]
     args = make_batch(masks, kv_lens, group=4, head_dim=8, device="cpu")
