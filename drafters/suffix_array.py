@@ -150,17 +150,21 @@ def _value_bound(text, sa, lo, hi, offset, value, upper):
 
 
 @njit(cache=True)
-def _children(text, sa, los, his, offset, key_len, probes, max_children, found, sub, vals, counts, sub_lo, sub_hi):
+def _children(text, sa, los, his, offset, key_len, probes, max_children, found, probe, cursor, sub, vals, counts,
+              sub_lo, sub_hi):
     """The most frequent next tokens of the suffixes in ranges sa[los[s]:his[s]].
 
     Each range shares its first `offset` tokens, so (below key_len) it is sorted by
     the token at `offset`: a child is a sub-range found by binary search. A range
     longer than `probes` is sampled at `probes` evenly spaced points, which finds
-    every child holding more than 1/probes of it; rarer children are dropped.
+    every child holding more than 1/probes of it; rarer children are dropped. A
+    child's bounds lie between the probes either side of its value, so the binary
+    searches run between those (over r / probes suffixes, none at all when r <= probes).
     Writes the first k <= max_children of them, most frequent first, ties toward the
     smaller token id, to vals[:k], counts[:k], sub_lo[:k] and sub_hi[:k] (rows of
-    [nseg]) and returns k; `found` (nseg * (probes + 1) + 1) and `sub` ([2, nseg]) are
-    scratch. Buffers come from the caller: this runs once per node drafted, and
+    [nseg]) and returns k; `found` (nseg * (probes + 1) + 1), `probe` ([2, nseg, probes]:
+    positions and values), `cursor` ([3, nseg]: probes taken, first probe >= and > the
+    current value) and `sub` ([2, nseg]) are scratch. Buffers come from the caller: this runs once per node drafted, and
     allocating here cost as much as the searches.
     """
     nseg = len(los)
@@ -179,9 +183,11 @@ def _children(text, sa, los, his, offset, key_len, probes, max_children, found, 
         for s in range(nseg):
             r = his[s] - los[s]
             last = -1
+            cursor[0, s], cursor[1, s], cursor[2, s] = min(r, probes), 0, 0
             for j in range(min(r, probes)):
                 i = los[s] + (j if r <= probes else (r * j) // probes)
                 v = text[sa[i] + offset]
+                probe[0, s, j], probe[1, s, j] = i, v
                 if v >= 0 and v != last:
                     found[nf] = v
                     nf += 1
@@ -196,9 +202,19 @@ def _children(text, sa, los, his, offset, key_len, probes, max_children, found, 
         for s in range(nseg):
             if offset >= key_len:
                 sub[0, s], sub[1, s] = los[s], his[s]
-            else:
-                sub[0, s] = _value_bound(text, sa, los[s], his[s], offset, value, False)
-                sub[1, s] = _value_bound(text, sa, sub[0, s], his[s], offset, value, True)
+            else:  # values arrive in increasing order: the cursors only move forward
+                n, ge, gt = cursor[0, s], cursor[1, s], max(cursor[1, s], cursor[2, s])
+                while ge < n and probe[1, s, ge] < value:
+                    ge += 1
+                while gt < n and probe[1, s, gt] <= value:
+                    gt += 1
+                cursor[1, s], cursor[2, s] = ge, gt
+                a = los[s] if ge == 0 else probe[0, s, ge - 1] + 1
+                b = his[s] if ge == n else probe[0, s, ge]
+                sub[0, s] = _value_bound(text, sa, a, b, offset, value, False)
+                a = max(sub[0, s], los[s] if gt == 0 else probe[0, s, gt - 1] + 1)
+                b = his[s] if gt == n else probe[0, s, gt]
+                sub[1, s] = _value_bound(text, sa, a, b, offset, value, True)
             count += sub[1, s] - sub[0, s]
         # Insert into the kept list by count, after equal counts (values arrive in increasing order).
         c = k
@@ -208,8 +224,11 @@ def _children(text, sa, los, his, offset, key_len, probes, max_children, found, 
             continue
         for j in range(min(k, max_children - 1), c, -1):
             vals[j], counts[j] = vals[j - 1], counts[j - 1]
-            sub_lo[j], sub_hi[j] = sub_lo[j - 1], sub_hi[j - 1]
-        vals[c], counts[c], sub_lo[c], sub_hi[c] = value, count, sub[0], sub[1]
+            for s in range(nseg):  # element loops: a row assignment checks overlap and may copy
+                sub_lo[j, s], sub_hi[j, s] = sub_lo[j - 1, s], sub_hi[j - 1, s]
+        vals[c], counts[c] = value, count
+        for s in range(nseg):
+            sub_lo[c, s], sub_hi[c, s] = sub[0, s], sub[1, s]
         k = min(k + 1, max_children)
     return k
 
@@ -243,6 +262,8 @@ def _grow(text, sa, los, his, match_len, key_len, max_nodes, max_depth, probes, 
     parents = np.empty(max_nodes, np.int32)
     scores = np.empty(max_nodes, np.float32)
     found = np.empty(nseg * (probes + 1) + 1, np.int64)
+    probe = np.empty((2, nseg, probes), np.int64)
+    cursor = np.empty((3, nseg), np.int64)
     sub = np.empty((2, nseg), np.int64)
     vals = np.empty(max_children, np.int64)
     counts = np.empty(max_children, np.int64)
@@ -259,7 +280,7 @@ def _grow(text, sa, los, his, match_len, key_len, max_nodes, max_depth, probes, 
     while True:
         if depth < max_depth and n_out < max_nodes:  # children of the last node chosen
             k = _children(text, sa, node_lo, node_hi, match_len + depth, key_len, probes, max_children,
-                          found, sub, vals, counts, sub_lo, sub_hi)
+                          found, probe, cursor, sub, vals, counts, sub_lo, sub_hi)
             for c in range(k):
                 c_tok[n_cand] = vals[c]
                 c_parent[n_cand] = node
@@ -267,8 +288,8 @@ def _grow(text, sa, los, his, match_len, key_len, max_nodes, max_depth, probes, 
                 c_count[n_cand] = counts[c]
                 c_score[n_cand] = counts[c] / (total + 1.0)
                 c_prob[n_cand] = prob * c_score[n_cand]
-                c_lo[n_cand] = sub_lo[c]
-                c_hi[n_cand] = sub_hi[c]
+                for s in range(nseg):
+                    c_lo[n_cand, s], c_hi[n_cand, s] = sub_lo[c, s], sub_hi[c, s]
                 i = n_heap  # sift up
                 n_heap += 1
                 while i > 0 and _better(c_prob, n_cand, heap[(i - 1) // 2]):
