@@ -176,10 +176,9 @@ class DraftTree:
         """
         if not trees:
             return DraftTree.empty()
-        offsets = np.cumsum([0] + [len(t) for t in trees])
         tokens, parents, scores = kernels.merge(
             np.concatenate([t.tokens for t in trees]), np.concatenate([t.parents for t in trees]),
-            np.concatenate([t.scores for t in trees]), offsets,
+            np.concatenate([t.scores for t in trees]), np.array([len(t) for t in trees], np.int64),
             np.ones(len(trees)) if weights is None else np.asarray(weights, np.float64))
         return DraftTree.unchecked(tokens, parents, scores)
 

@@ -21,7 +21,7 @@ eval/traces, 2-core CPU). Arrays are DraftTree's: tokens int64, parents int32
 Merging two trees: 5 is shared, so it is one node scored 1 - (1 - 0.9)(1 - 0.5):
 
 >>> t, p, s = merge(np.array([5, 7, 5, 6]), np.array([-1, 0, -1, 0], np.int32),
-...                 np.array([0.9, 0.6, 0.5, 0.5], np.float32), np.array([0, 2, 4]), np.ones(2))
+...                 np.array([0.9, 0.6, 0.5, 0.5], np.float32), np.array([2, 2]), np.ones(2))
 >>> t.tolist(), p.tolist(), [round(x, 2) for x in s.tolist()]
 ([5, 7, 6], [-1, 0, 0], [0.95, 0.6, 0.5])
 """
@@ -88,9 +88,9 @@ def prune(tokens, parents, scores, max_nodes, max_depth):
 
 
 @njit(cache=True)
-def merge(tokens, parents, scores, offsets, weights):
-    """One trie of trees k = 0..K-1 (node ranges offsets[k]:offsets[k+1] of the arrays, parents
-    local to each tree): the same token under the same parent is one node, in order of first
+def merge(tokens, parents, scores, lengths, weights):
+    """One trie of trees k = 0..K-1 (the next lengths[k] nodes of the arrays, parents local to
+    each tree): the same token under the same parent is one node, in order of first
     appearance, scored 1 - prod_k(1 - w_k * s_k) (DraftTree.merge)."""
     n = len(tokens)
     out_tok = np.empty(n, np.int64)
@@ -99,11 +99,10 @@ def merge(tokens, parents, scores, offsets, weights):
     first = np.full(n + 1, -1, np.int64)  # first child of node i at first[i + 1]; the root's at first[0]
     sibling = np.empty(n, np.int64)
     remap = np.empty(n, np.int64)
-    m = 0
-    for k in range(len(offsets) - 1):
-        lo = offsets[k]
+    m, lo = 0, 0
+    for k in range(len(lengths)):
         w = np.float32(weights[k])
-        for i in range(lo, offsets[k + 1]):
+        for i in range(lo, lo + lengths[k]):
             parent = -1 if parents[i] < 0 else remap[lo + parents[i]]
             s = np.float64(w * scores[i])  # a float32 product, as numpy takes a Python float times a float32
             c = first[parent + 1]
@@ -117,6 +116,7 @@ def merge(tokens, parents, scores, offsets, weights):
             else:
                 miss[c] *= 1.0 - s
             remap[i] = c
+        lo += lengths[k]
     out_score = np.empty(m, np.float32)
     for i in range(m):
         out_score[i] = min(max(1.0 - miss[i], 0.0), 1.0)
@@ -126,5 +126,5 @@ def merge(tokens, parents, scores, offsets, weights):
 # Compile (or load from cache) at import, as the drafters warm their kernels.
 _t, _p, _s = np.array([1, 2], np.int64), np.array([-1, 0], np.int32), np.ones(2, np.float32)
 prune(_t, _p, _s, 1, 1)
-merge(_t, _p, _s, np.array([0, 2], np.int64), np.ones(1))
+merge(_t, _p, _s, np.array([2], np.int64), np.ones(1))
 del _t, _p, _s
