@@ -149,7 +149,7 @@ def _value_bound(text, sa, lo, hi, offset, value, upper):
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # once per node drafted: a call passing 14 arrays cost ~15% of _grow
 def _children(text, sa, los, his, offset, key_len, probes, max_children, found, probe, cursor, sub, vals, counts,
               sub_lo, sub_hi):
     """The most frequent next tokens of the suffixes in ranges sa[los[s]:his[s]].
@@ -192,7 +192,15 @@ def _children(text, sa, los, his, offset, key_len, probes, max_children, found, 
                     found[nf] = v
                     nf += 1
                     last = v
-    found[:nf].sort()
+    if nf > 16:
+        found[:nf].sort()
+    else:  # most nodes have one or two: insertion sort, as array.sort's call cost more (retrieval -15% in replay)
+        for f in range(1, nf):
+            v, g = found[f], f
+            while g > 0 and found[g - 1] > v:
+                found[g] = found[g - 1]
+                g -= 1
+            found[g] = v
     k = 0
     for f in range(nf):
         value = found[f]
