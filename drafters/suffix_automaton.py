@@ -171,7 +171,7 @@ def _better(prob, a, b):
     return prob[a] > prob[b] or (prob[a] == prob[b] and a < b)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _push(heap, n_heap, prob, c):
     """Add candidate c to the binary heap of candidate ids heap[:n_heap]; returns the new size."""
     i = n_heap
@@ -182,7 +182,7 @@ def _push(heap, n_heap, prob, c):
     return n_heap + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pop(heap, n_heap, prob):
     """(the best candidate of heap[:n_heap], the new size)."""
     best = heap[0]
@@ -203,7 +203,7 @@ def _pop(heap, n_heap, prob):
     return best, n_heap
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _push_children(st, ed, cand, n_cand, heap, n_heap, s, parent, depth, base, alpha, limit, tok, to, cnt, order):
     """Push the `limit` most frequent of the `max_branch` newest continuations of state s.
 
