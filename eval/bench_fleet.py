@@ -54,7 +54,7 @@ class Row:
 def decode(lm, cases: list[dict], max_new_tokens: int) -> tuple[dict, float, float]:
     """id -> Result, wall seconds and this process's CPU seconds of one decoding pass."""
     wall, cpu = time.perf_counter(), time.process_time()
-    results = {r.id: r for r in lm.stream(cases, max_new_tokens=max_new_tokens)}
+    results = {r.id: r for r in lm.results(cases, max_new_tokens=max_new_tokens)}
     return results, time.perf_counter() - wall, time.process_time() - cpu
 
 

@@ -13,13 +13,13 @@ the goodput controller.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from lookahead.drafters.mixer import make_drafter
 
 from lookahead.engine import Engine, EngineConfig, Request, RequestError, SamplingParams
-from lookahead.run.requests_io import RequestSpec, encode_prompt
-from lookahead.result import Result, failed_result
+from lookahead.result import Chunk, Result, failed_result
+from lookahead.run.requests_io import InputError, RequestSpec, empty_prompt, encode_prompt, spec_from_dict
 
 
 class Lookahead:
@@ -53,39 +53,79 @@ class Lookahead:
                         else make_drafter(drafter, store=store, task=task))
         self.engine = Engine(self.model, self.tokenizer, self.drafter, config or EngineConfig())
 
-    def stream(self, prompts: Iterable, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int = 0, speculate: bool = True) -> Iterator[Result]:
+    def results(self, prompts, speculate: bool = True, truncate_prompt: bool = False, **sampling) -> Iterator[Result]:
         """Yield each request's Result as it finishes (continuous batching).
 
+        prompts: one prompt (a str is one user message) or a list of them (str, chat message
+        list, or request dict). sampling: SamplingParams' fields (max_new_tokens, temperature,
+        top_p, top_k, min_p, seed, stop, logprobs), which a request dict may override.
         speculate=False decodes plainly (no drafter), the baseline of a measured speedup.
+        truncate_prompt: a prompt too long to leave room for max_new_tokens keeps its end (else it fails).
+        """
+        for chunk in self.stream(prompts, speculate, truncate_prompt, **sampling):
+            if chunk.result is not None:
+                yield chunk.result
+
+    def stream(self, prompts, speculate: bool = True, truncate_prompt: bool = False, **sampling) -> Iterator[Chunk]:
+        """Yield each request's new tokens and text as they are accepted; its last chunk holds its Result.
+
+        Arguments as `results`. A request that cannot run yields one chunk with its failed Result.
         """
         if not speculate:
             drafter, self.engine.drafter = self.engine.drafter, None  # the engine drafts nothing without one
             try:
-                yield from self.stream(prompts, max_new_tokens, temperature, top_p, seed)
+                yield from self.stream(prompts, True, truncate_prompt, **sampling)
             finally:
                 self.engine.drafter = drafter
             return
-        specs = [as_spec(p, i) for i, p in enumerate(prompts)]
-        for spec in specs:
+        sent: dict[str, tuple[int, int]] = {}  # request id -> (tokens, characters) already yielded
+        for i, prompt in enumerate(prompt_list(prompts)):
             try:  # a bad value fails its own request, never the others
-                params = SamplingParams(max_new_tokens if spec.max_new_tokens is None else spec.max_new_tokens,
-                                        temperature if spec.temperature is None else spec.temperature,
-                                        top_p if spec.top_p is None else spec.top_p, seed)
+                spec = as_spec(prompt, i)
+                params = SamplingParams(**{**sampling, **spec.sampling})
+                if spec.id in sent:
+                    raise RequestError(f"request {spec.id}: duplicate id (ids must be unique in a call)")
+                if empty_prompt(spec):
+                    raise RequestError(f"request {spec.id}: empty prompt")
                 source = (None if spec.source is None
                           else self.tokenizer(spec.source, add_special_tokens=False)["input_ids"])
-                self.engine.add(spec.id, encode_prompt(self.tokenizer, spec), params, source_ids=source)
-            except RequestError as e:
-                yield failed_result(spec.id, str(e))
+                ids = encode_prompt(self.tokenizer, spec)
+                if truncate_prompt:
+                    ids = ids[-self.engine.prompt_room(params.max_new_tokens):]
+                self.engine.add(spec.id, ids, params, source_ids=source)
+                sent[spec.id] = (0, 0)
+            except (RequestError, InputError, TypeError) as e:  # TypeError: a field SamplingParams lacks
+                rid = getattr(e, "id", None) or request_id(prompt, i)
+                yield Chunk(rid, [], "", failed_result(rid, str(e)))
         while self.engine.has_work():
-            for req in self.engine.step():
-                yield self._result(req)
+            finished = self.engine.step()
+            for req in self.engine.running + finished:
+                chunk = self._chunk(req, sent, req in finished)
+                if chunk is not None:
+                    yield chunk
 
-    def generate(self, prompts: Iterable, **kw) -> list[Result]:
-        """Results in the order of `prompts` (str, chat message list, or request dict)."""
-        prompts = list(prompts)
-        by_id = {r.id: r for r in self.stream(prompts, **kw)}
-        return [by_id[as_spec(p, i).id] for i, p in enumerate(prompts)]
+    def generate(self, prompts, **kw) -> list[Result]:
+        """Results in the order of `prompts` (arguments as `results`)."""
+        prompts = prompt_list(prompts)
+        by_id: dict[str, list[Result]] = {}
+        for r in self.results(prompts, **kw):  # a duplicate id's failed Result comes first, its original's later
+            by_id.setdefault(r.id, []).append(r)
+        return [by_id[request_id(p, i)].pop() for i, p in enumerate(prompts)]
+
+    def _chunk(self, req: Request, sent: dict, finished: bool) -> Chunk | None:
+        """The tokens and text of `req` not yet yielded (text held back while it ends inside a character)."""
+        n_tokens, n_chars = sent[req.id]
+        out = req.output_ids
+        text = self._text(req)
+        if not finished and text.endswith("\ufffd"):
+            text = text[:n_chars]
+        if len(out) == n_tokens and len(text) == n_chars and not finished:
+            return None
+        sent[req.id] = (len(out), len(text))
+        return Chunk(req.id, out[n_tokens:], text[n_chars:], self._result(req) if finished else None)
+
+    def _text(self, req: Request) -> str:
+        return self.tokenizer.decode(req.output_ids, skip_special_tokens=True)[: req.stop_text_end]
 
     @property
     def device(self) -> str:
@@ -101,21 +141,39 @@ class Lookahead:
         """Steps redone smaller after running out of GPU memory."""
         return self.engine.oom_retries
 
-    def estimated_speedup(self, results: list[Result]) -> float | None:
-        """Plain over speculative decoding time of these results, by the engine's fitted step cost model."""
-        from lookahead.run.report import estimated_speedup
-
-        return estimated_speedup(results, self.engine.controller.cost_model)
-
     def _result(self, req: Request) -> Result:
         out = req.output_ids
-        reason = "error" if req.error else ("stop" if out and out[-1] in self.engine.eos else "length")
+        stopped = req.stop_text_end is not None or (out and out[-1] in self.engine.eos)
+        logprobs = None
+        if req.params.logprobs is not None:
+            token = lambda i: self.tokenizer.decode([i])  # noqa: E731
+            logprobs = [{"token": token(e["token"]), "id": e["token"], "logprob": e["logprob"],
+                         "top_logprobs": [{"token": token(i), "id": i, "logprob": lp} for i, lp in e["top"]]}
+                        for e in req.logprobs]
         return Result(
-            id=req.id, text=self.tokenizer.decode(out, skip_special_tokens=True), token_ids=out,
+            id=req.id, text=self._text(req), token_ids=out,
             prompt_tokens=len(req.prompt_ids), output_tokens=len(out), target_forwards=req.forwards,
             tau=len(out) / max(1, req.forwards), latency_s=(req.finished_at or time.perf_counter()) - req.arrived,
-            drafted=req.drafted, accepted=req.accepted, finish_reason=reason, error=req.error, prompt_ids=req.prompt_ids,
+            drafted=req.drafted, accepted=req.accepted,
+            finish_reason="error" if req.error else "stop" if stopped else "length", error=req.error,
+            prompt_ids=req.prompt_ids, logprobs=logprobs,
         )
+
+
+def prompt_list(prompts) -> list:
+    """A str, a request dict or a RequestSpec is one prompt; anything else iterable is a list of them.
+
+    >>> prompt_list("Say hi."), len(prompt_list(["a", "b"]))
+    (['Say hi.'], 2)
+    """
+    return [prompts] if isinstance(prompts, (str, dict, RequestSpec)) else list(prompts)
+
+
+def request_id(prompt, index: int) -> str:
+    """A prompt's id: its own (a request dict's "id", a RequestSpec's), else its index in the call."""
+    if isinstance(prompt, RequestSpec):
+        return prompt.id
+    return str(prompt.get("id", index)) if isinstance(prompt, dict) else str(index)
 
 
 def as_spec(prompt, index: int) -> RequestSpec:
@@ -126,8 +184,7 @@ def as_spec(prompt, index: int) -> RequestSpec:
     if isinstance(prompt, list):
         return RequestSpec(id=str(index), messages=prompt)
     if isinstance(prompt, dict):
-        return RequestSpec(id=str(prompt.get("id", index)), messages=prompt.get("messages"),
-                           prompt=prompt.get("prompt"), source=prompt.get("source"))
+        return spec_from_dict(prompt, str(index))
     raise TypeError(f"a prompt must be a str, a list of messages or a dict, got {type(prompt).__name__}")
 
 

@@ -54,12 +54,16 @@ def bundled_gguf() -> Path:
 
 
 def resolve_model_path(model: str | None) -> Path:
-    """A folder with config.json or a .gguf file; `None`/"smollm2" = the bundled SmolLM2."""
+    """A folder with config.json, a .gguf file or a Hugging Face Hub name ("org/name": from the local Hub
+    cache, else downloaded); `None`/"smollm2" = the bundled SmolLM2."""
     if model in (None, DEFAULT_MODEL):
         return bundled_gguf()
     path = Path(model).expanduser()
+    if not path.exists() and looks_like_hub_name(model):
+        return hub_snapshot(model)
     if not path.exists():
-        raise ModelError(f"model path does not exist: {model}")
+        raise ModelError(f"model path does not exist: {model} (give a model folder, a .gguf file or a Hub "
+                         f"name such as HuggingFaceTB/SmolLM2-360M-Instruct)")
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelError(f"not a Hugging Face model folder (no config.json): {model}")
@@ -67,6 +71,33 @@ def resolve_model_path(model: str | None) -> Path:
     if path.suffix != ".gguf":
         raise ModelError(f"not a model: {model} (expected a model folder or a .gguf file)")
     return path
+
+
+def looks_like_hub_name(model: str) -> bool:
+    """ "org/name", as the Hub spells repositories (not a relative path that happens to be missing).
+
+    >>> looks_like_hub_name("HuggingFaceTB/SmolLM2-135M-Instruct"), looks_like_hub_name("./models/x")
+    (True, False)
+    """
+    org, _, name = model.partition("/")
+    ok = lambda part: part and all(c.isalnum() or c in "-_." for c in part) and part[0] != "."  # noqa: E731
+    return bool(ok(org) and ok(name))
+
+
+def hub_snapshot(name: str) -> Path:
+    """The Hub model's folder: from the local Hub cache, else downloaded (safetensors and its configs)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+    try:
+        return Path(snapshot_download(name, local_files_only=True, allow_patterns=patterns))
+    except Exception:  # not in the cache: download it
+        pass
+    try:
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    except Exception as e:
+        raise ModelError(f"cannot get {name} from the Hugging Face Hub ({type(e).__name__}); no local path "
+                         f"of that name either") from None
 
 
 def converted_folder(gguf: Path) -> Path:

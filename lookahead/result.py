@@ -1,4 +1,5 @@
-"""What a request gives back: its output, how it was decoded, or why it failed.
+"""What a request gives back: its output, how it was decoded, or why it failed; and, while it runs, its
+new tokens as they are accepted.
 
 >>> failed_result("q1", "request q1: empty prompt").to_dict()["finish_reason"]
 'error'
@@ -23,11 +24,25 @@ class Result:
     finish_reason: str  # "stop", "length" or "error"
     error: str | None = None
     prompt_ids: list[int] | None = None
+    logprobs: list[dict] | None = None  # per output token when asked for: token, id, logprob, top_logprobs
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("token_ids", "prompt_ids")}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__
+             if k not in ("token_ids", "prompt_ids", "logprobs")}
         d["output_ids"] = self.token_ids
+        if self.logprobs is not None:
+            d["logprobs"] = self.logprobs
         return d
+
+
+@dataclass
+class Chunk:
+    """A request's output since its previous chunk, as the engine accepts it (Lookahead.stream)."""
+
+    id: str
+    token_ids: list[int]  # tokens accepted since the previous chunk
+    text: str  # their text (held back while the text ends inside a multi-byte character)
+    result: Result | None = None  # the whole Result, on the request's last chunk
 
 
 def failed_result(rid: str, error: str) -> Result:

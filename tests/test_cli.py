@@ -40,7 +40,7 @@ def test_run_writes_every_request_and_reports_bad_lines(tiny_model_dir, tmp_path
     assert all(rows[k]["target_forwards"] >= 1 and rows[k]["error"] is None for k in ("chat", "raw", "short"))
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["requests"] == 3 and summary["failed"] == 1 and summary["tau"] >= 1.0
-    assert summary["drafter"] == "auto" and summary["speedup_est"] > 0  # the default drafter
+    assert summary["drafter"] == "auto" and "speedup_est" not in summary  # the default drafter; no estimate
     assert summary["speedup_measured"] is None  # measured only with --compare-plain
 
 
@@ -53,9 +53,8 @@ def test_compare_plain_measures_speedup_and_checks_outputs(tiny_model_dir, tmp_p
     s = json.loads(res.stdout.strip().splitlines()[-1])
     assert s["outputs_compared"] == 2 and s["outputs_identical"] == 2  # fp32 greedy: lossless
     assert s["plain_wall_s"] > 0 and s["speedup_measured"] == pytest.approx(s["plain_wall_s"] / s["wall_s"])
-    assert s["speedup_est"] > 0
     res = run_cli("--input", src, "--model", tiny_model_dir, "--max-new-tokens", 2, "--limit", 1, "--compare-plain")
-    assert res.exit_code == 0 and res.stderr.count("×") == 2
+    assert res.exit_code == 0 and res.stderr.count("×") == 1  # measured only: no estimate beside it
     assert "speedup over plain decoding (measured)" in res.stderr and "1/1" in res.stderr
 
 

@@ -117,7 +117,7 @@ def test_a_prompt_longer_than_the_context_fails_alone(tiny_model_dir, tmp_path):
     res = run_cli("-i", src, "--model", tiny_model_dir, "--max-new-tokens", 4, "-o", out, "--drafter", "none")
     assert res.exit_code == 1 and "Traceback" not in res.stderr
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert "exceeds the model's context of 2048" in rows["long"]["error"]
+    assert "fills the model's context of 2048" in rows["long"]["error"]
     assert rows["ok"]["error"] is None and rows["ok"]["output_tokens"] == 4
     res = run_cli("-i", src, "--model", tiny_model_dir, "--max-new-tokens", 4, "--on-error", "fail")
     assert_one_line_error(res, "request long: ")

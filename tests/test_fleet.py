@@ -52,8 +52,8 @@ def test_two_workers_equal_single_process_and_share_the_datastore(cluster, tiny_
     # A fair share is half the queue, so each round gives each worker exactly one shard whatever
     # their speeds: round 1 six requests each, round 2 one each, carrying the other's six outputs.
     with Fleet(str(tiny_model_dir), workers=2, shard_size=6, corpus=[str(doc)]) as fleet:
-        results = list(fleet.stream(PROMPTS, max_new_tokens=24))
-        again = list(fleet.stream(PROMPTS[:2], max_new_tokens=24))
+        results = list(fleet.results(PROMPTS, max_new_tokens=24))
+        again = list(fleet.results(PROMPTS[:2], max_new_tokens=24))
         stats = fleet.summary()
     assert sorted(r.id for r in results) == sorted(single)  # each exactly once
     assert all(r.error is None and r.token_ids == single[r.id] for r in results + again)
@@ -72,7 +72,7 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster, tiny_model_dir, single):
     with Fleet(str(tiny_model_dir), workers=2, shard_size=6, config=EngineConfig(max_batch_size=1)) as fleet:
         victim = fleet.worker_pids()[0]
         results = []
-        for r in fleet.stream(PROMPTS, max_new_tokens=24):
+        for r in fleet.results(PROMPTS, max_new_tokens=24):
             if not results:
                 os.kill(victim, signal.SIGKILL)
             results.append(r)

@@ -194,11 +194,11 @@ def test_summary_reports_oom_retries(tiny_model_dir):
     engine = lm.engine
     console = Console(record=True, width=100)
 
-    print_summary(console, summarize([], 0, 1.0, lm, "none", "float32"), [])
+    print_summary(console, summarize([], [], 1.0, lm, "none", "float32"))
     assert "out-of-memory" not in console.export_text()  # nothing to say: no row
 
     engine.memory.failed_attempts = 3
-    s = summarize([], 0, 1.0, lm, "none", "float32")
+    s = summarize([], [], 1.0, lm, "none", "float32")
     assert s["oom_retries"] == 3
-    print_summary(console, s, [])
+    print_summary(console, s)
     assert "out-of-memory retries" in console.export_text()

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from lookahead.engine import loop as engine_module
+from lookahead.engine import accept as engine_module
 from lookahead.drafters import Drafter, DraftTree, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.engine.acceptance import Acceptance, accept_sampling, children_lists

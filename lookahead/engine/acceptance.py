@@ -23,6 +23,7 @@ from lookahead.drafters.tree import DraftTree
 class Acceptance:
     nodes: list[int]  # accepted tree nodes, root to leaf
     tokens: list[int]  # their tokens plus the target's bonus token
+    logprobs: list[dict] | None = None  # per token, when asked for (token_logprobs)
 
 
 def children_lists(tree: DraftTree) -> list[list[int]]:
@@ -50,9 +51,21 @@ def accept_greedy(tree: DraftTree, targets: np.ndarray) -> Acceptance:
         cur = nxt
 
 
-def target_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """float64 [rows, V]: the distribution plain sampling would draw from."""
+def target_probs(logits: torch.Tensor, temperature: float, top_p: float, top_k: int = 0,
+                 min_p: float = 0.0) -> torch.Tensor:
+    """float64 [rows, V]: the distribution plain sampling would draw from (SamplingParams' order:
+    temperature, top-k, top-p, min-p, renormalised after each cut).
+
+    >>> p = target_probs(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), 1.0, 1.0, top_k=2)
+    >>> [round(x, 3) for x in p[0].tolist()]
+    [0.731, 0.269, 0.0, 0.0]
+    >>> target_probs(torch.tensor([[2.0, 1.0, 0.0]]), 1.0, 1.0, min_p=0.5)[0].tolist()
+    [1.0, 0.0, 0.0]
+    """
     probs = torch.softmax(logits.double() / temperature, dim=-1)
+    if 0 < top_k < probs.shape[-1]:  # ties with the k-th token stay
+        probs = torch.where(probs >= probs.topk(top_k, dim=-1).values[..., -1:], probs, 0.0)
+        probs /= probs.sum(-1, keepdim=True)
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         # keep the smallest prefix whose mass reaches top_p (the first token always stays)
@@ -60,11 +73,15 @@ def target_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torc
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
         probs /= probs.sum(-1, keepdim=True)
+    if min_p > 0.0:
+        probs = torch.where(probs >= min_p * probs.max(-1, keepdim=True).values, probs, 0.0)
+        probs /= probs.sum(-1, keepdim=True)
     return probs
 
 
 def accept_sampling(
-    tree: DraftTree, logits: torch.Tensor, temperature: float, top_p: float, rng: np.random.Generator
+    tree: DraftTree, logits: torch.Tensor, temperature: float, top_p: float, rng: np.random.Generator,
+    top_k: int = 0, min_p: float = 0.0,
 ) -> Acceptance:
     """Lossless: output tokens are distributed exactly as sampling from the target.
 
@@ -77,7 +94,7 @@ def accept_sampling(
     tokens = tree.tokens.tolist()
     nodes, cur = [], -1
     while True:
-        p = target_probs(logits[cur + 1 : cur + 2], temperature, top_p)[0].cpu().numpy()
+        p = target_probs(logits[cur + 1 : cur + 2], temperature, top_p, top_k, min_p)[0].cpu().numpy()
         nxt = None
         for c in kids[cur + 1]:
             total = p.sum()
@@ -92,3 +109,21 @@ def accept_sampling(
             return Acceptance(nodes, [tokens[n] for n in nodes] + [bonus])
         nodes.append(nxt)
         cur = nxt
+
+
+def token_logprobs(logits: torch.Tensor, acc: Acceptance, top: int) -> list[dict]:
+    """Each emitted token's log-probability under the model (log-softmax of its row), with the `top`
+    likeliest alternatives. Row by row in float64, so a row's numbers do not depend on its neighbours.
+
+    >>> acc = Acceptance(nodes=[0], tokens=[1, 0])
+    >>> lp = token_logprobs(torch.tensor([[0.0, 1.0], [2.0, 0.0]]), acc, top=1)
+    >>> [(e["token"], round(e["logprob"], 3), e["top"][0][0]) for e in lp]
+    [(1, -0.313, 1), (0, -0.127, 0)]
+    """
+    out = []
+    for row, token in zip([0] + [1 + n for n in acc.nodes], acc.tokens):
+        lp = torch.log_softmax(logits[row].double(), dim=-1)
+        best = lp.topk(top) if top else None
+        out.append({"token": token, "logprob": float(lp[token]),
+                    "top": [] if best is None else list(zip(best.indices.tolist(), best.values.tolist()))})
+    return out

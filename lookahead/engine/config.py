@@ -43,15 +43,18 @@ class RequestError(OptionError):
 
 @dataclass(frozen=True)
 class Range:
-    """Valid values: a number type and bounds (None: unbounded; lo_open: lo itself excluded)."""
+    """Valid values: a number type and bounds (None: unbounded; lo_open: lo itself excluded; optional: None too)."""
 
     kind: type
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
+    optional: bool = False
 
     def rule(self, value) -> str | None:
         """None if `value` is valid, else what is wrong ("must be in [0, 1024], got 2000")."""
+        if value is None and self.optional:
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
             return f"must be {'a number' if self.kind is float else 'an integer'}, got {value!r}"
         low_ok = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
@@ -108,15 +111,39 @@ SAMPLING_RANGES = {
     "temperature": Range(float, 0),
     "top_p": Range(float, 0, 1, lo_open=True),
     "seed": Range(int),
+    "top_k": Range(int, 0),
+    "min_p": Range(float, 0, 1),
+    "logprobs": Range(int, 0, 20, optional=True),
 }
+MAX_STOP_STRINGS = 4  # as OpenAI's API
 
 
 @dataclass
 class SamplingParams:
+    """How a request's tokens are chosen. Temperature 0 is greedy (top_k, top_p and min_p then change
+    nothing); otherwise each token is drawn from softmax(logits / temperature) cut to its top_k tokens,
+    then to the top_p mass, then to the tokens of at least min_p times the likeliest one's probability.
+
+    stop: strings that end the output (not included in its text); logprobs: None, or how many
+    alternatives to report beside each output token's log-probability (the model's own
+    distribution, before temperature and the cuts).
+    """
+
     max_new_tokens: int = 128
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
+    top_k: int = 0  # 0: no cut
+    min_p: float = 0.0  # 0: no cut
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
 
     def __post_init__(self):
         _check(self, SAMPLING_RANGES, RequestError)
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        if not (isinstance(self.stop, (list, tuple)) and len(self.stop) <= MAX_STOP_STRINGS
+                and all(isinstance(s, str) and s for s in self.stop)):
+            raise RequestError("stop", f"must be a string or a list of at most {MAX_STOP_STRINGS} non-empty "
+                                       f"strings, got {self.stop!r}")
+        self.stop = tuple(self.stop)

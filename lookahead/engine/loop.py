@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 
@@ -72,22 +73,31 @@ class Engine:
     def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None,
             source_ids: list[int] | None = None) -> Request:
         params = params or SamplingParams()
+        if len(prompt_ids) >= self.max_positions:
+            raise RequestError(f"request {request_id}: prompt ({len(prompt_ids)} tokens) fills the model's context "
+                               f"of {self.max_positions} (truncate_prompt keeps its end)")
+        if len(prompt_ids) + params.max_new_tokens > self.max_positions:  # it stops at the context's end
+            params = replace(params, max_new_tokens=self.max_positions - len(prompt_ids))
         req = Request(request_id, list(prompt_ids), params, tokens=list(prompt_ids), arrived=self.clock(),
                       rng=np.random.default_rng([params.seed, zlib.crc32(request_id.encode())]),
                       source_ids=source_ids)
         if not prompt_ids:
             raise RequestError(f"request {request_id}: empty prompt")
-        need = len(prompt_ids) + params.max_new_tokens + self.config.max_depth + 1
-        if len(prompt_ids) + params.max_new_tokens > self.max_positions:
-            raise RequestError(
-                f"request {request_id}: prompt ({len(prompt_ids)} tokens) + max_new_tokens "
-                f"({params.max_new_tokens}) exceeds the model's context of {self.max_positions}"
-            )
+        need = self.positions_needed(len(prompt_ids), params.max_new_tokens)
         if need > self.config.kv_cache_tokens:
             raise RequestError(f"request {request_id}: needs {need} KV positions, the cache holds "
                                f"{self.config.kv_cache_tokens} (raise kv_cache_tokens)")
         self.waiting.append(req)
         return req
+
+    def positions_needed(self, prompt_tokens: int, max_new_tokens: int) -> int:
+        """KV positions a request reserves: its prompt, its output and the deepest tree past them."""
+        return prompt_tokens + max_new_tokens + self.config.max_depth + 1
+
+    def prompt_room(self, max_new_tokens: int) -> int:
+        """The longest prompt that leaves room for max_new_tokens in the context and the KV cache (at least 1)."""
+        limit = min(self.max_positions, self.config.kv_cache_tokens - self.config.max_depth - 1)
+        return max(1, limit - max_new_tokens)
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -95,7 +105,7 @@ class Engine:
     def _admit(self) -> None:
         while self.waiting and len(self.running) < self.config.max_batch_size:
             req = self.waiting[0]
-            need = len(req.prompt_ids) + req.params.max_new_tokens + self.config.max_depth + 1
+            need = self.positions_needed(len(req.prompt_ids), req.params.max_new_tokens)
             if -(-need // self.cache.block_size) > self.cache.free_blocks():
                 break  # wait for a running request to finish and free its blocks
             self.waiting.popleft()
@@ -139,7 +149,7 @@ class Engine:
                 self.step_log.append(stats)
                 self.controller.observe(stats.requests, stats.query_tokens, stats.draft_nodes, stats.kv_tokens,
                                         stats.seconds)
-            update(items, self.eos, self.drafter, self.clock())
+            update(items, self.eos, self.drafter, self.clock(), self.tokenizer)
             finished += [it.request for it in items if it.request.error is not None or complete(it.request, self.eos)]
             if len(items) < len(ready):  # a memory-limited batch: who waited goes first next step
                 verified = {id(it.request) for it in items}

@@ -25,6 +25,8 @@ class Request:
     error: str | None = None
     rng: np.random.Generator | None = None
     source_ids: list[int] | None = None  # text a rewriting request copies from (for source-aware drafters)
+    logprobs: list[dict] = field(default_factory=list)  # per output token, when params.logprobs is set
+    stop_text_end: int | None = None  # a stop string ended the output: its text is cut here (characters)
 
     @property
     def output_ids(self) -> list[int]:

@@ -6,8 +6,9 @@ from lookahead.engine.request import Request, isolated
 from lookahead.engine.step import StepItem
 
 
-def update(items: list[StepItem], eos: set[int], drafter: Drafter | None, now: float) -> None:
-    """kv_len past the committed KV; tokens, counters and the drafter's state past the new tokens."""
+def update(items: list[StepItem], eos: set[int], drafter: Drafter | None, now: float, tokenizer=None) -> None:
+    """kv_len past the committed KV; tokens, counters and the drafter's state past the new tokens
+    (cut at a stop string, which needs the `tokenizer`)."""
     for it in items:
         req, res = it.request, it.result
         if req.error is not None:
@@ -18,6 +19,10 @@ def update(items: list[StepItem], eos: set[int], drafter: Drafter | None, now: f
         req.kv_len += len(res.nodes)
         new = truncate(req, res.tokens, eos)
         req.tokens += new
+        if req.params.stop and tokenizer is not None:
+            new = new[: len(new) - cut_at_stop(req, tokenizer)]
+        if res.logprobs is not None:
+            req.logprobs += res.logprobs[: len(new)]
         req.forwards += 1
         req.drafted += len(it.tree)
         req.accepted += len(res.nodes)
@@ -43,7 +48,27 @@ def truncate(req: Request, tokens: list[int], eos: set[int]) -> list[int]:
     return out
 
 
-def complete(req: Request, eos: set[int]) -> bool:
-    """The request has all its tokens, or ended with end-of-sequence."""
+def cut_at_stop(req: Request, tokenizer) -> int:
+    """If the output's text holds a stop string: end the output with the token that completes the first
+    one, mark where its text ends (`stop_text_end`) and return how many tokens were dropped; else 0.
+
+    Plain decoding cuts at the same token, so speculative output stays equal to it.
+    """
     out = req.output_ids
-    return len(out) >= req.params.max_new_tokens or (bool(out) and out[-1] in eos)
+    text = tokenizer.decode(out, skip_special_tokens=True)
+    found = [i for i in (text.find(s) for s in req.params.stop) if i >= 0]
+    if not found:
+        return 0
+    end = min(found)
+    stop = min((s for s in req.params.stop if text.find(s) == end), key=len)
+    keep = next(k for k in range(1, len(out) + 1)
+                if tokenizer.decode(out[:k], skip_special_tokens=True).find(stop) == end)
+    req.tokens = req.tokens[: len(req.tokens) - (len(out) - keep)]
+    req.stop_text_end = end
+    return len(out) - keep
+
+
+def complete(req: Request, eos: set[int]) -> bool:
+    """The request has all its tokens, ended with end-of-sequence, or met a stop string."""
+    out = req.output_ids
+    return len(out) >= req.params.max_new_tokens or (bool(out) and out[-1] in eos) or req.stop_text_end is not None

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from lookahead.api import as_spec, build_store
+from lookahead.api import as_spec, build_store, prompt_list, request_id
 from lookahead.result import Result, failed_result
 from lookahead.fleet.cluster import FleetError, check_address, import_ray
 from lookahead.engine import EngineConfig
@@ -170,12 +170,11 @@ class Fleet:
             ray.shutdown()
 
     # -- decoding ------------------------------------------------------------------------
-    def stream(self, prompts: Iterable, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int = 0, speculate: bool = True) -> Iterator[Result]:
-        """Yield each request's Result as some worker finishes it (any order, each once)."""
+    def results(self, prompts, speculate: bool = True, **sampling) -> Iterator[Result]:
+        """Yield each request's Result as some worker finishes it (any order, each once); arguments as
+        `Lookahead.results`."""
         ray = self._ray
-        sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-        queue = deque((as_spec(p, i), 0) for i, p in enumerate(prompts))
+        queue = deque((as_spec(p, i), 0) for i, p in enumerate(prompt_list(prompts)))
         idle, running = list(self._workers), {}
         while queue or running:
             while idle and queue:
@@ -214,11 +213,11 @@ class Fleet:
                 self._fresh.append((shard.worker.index, res.token_ids))
             yield res
 
-    def generate(self, prompts: Iterable, **kw) -> list[Result]:
+    def generate(self, prompts, **kw) -> list[Result]:
         """Results in the order of `prompts`."""
-        prompts = list(prompts)
-        by_id = {r.id: r for r in self.stream(prompts, **kw)}
-        return [by_id[as_spec(p, i).id] for i, p in enumerate(prompts)]
+        prompts = prompt_list(prompts)
+        by_id = {r.id: r for r in self.results(prompts, **kw)}
+        return [by_id[request_id(p, i)] for i, p in enumerate(prompts)]
 
     def _unseen_chunks(self, worker: _Worker) -> list:
         """Object refs of the fleet's outputs this worker has not learned yet (one new chunk at most)."""
@@ -273,12 +272,6 @@ class Fleet:
     def oom_retries(self) -> int:
         """The live workers' steps redone smaller after running out of GPU memory."""
         return sum(s["oom_retries"] for s in self.worker_stats())
-
-    def estimated_speedup(self, results: list[Result]) -> float | None:
-        """Plain over speculative time, by each worker's cost model over the requests it served."""
-        stats = self.worker_stats()
-        spec = sum(s["spec_s_est"] for s in stats)
-        return sum(s["plain_s_est"] for s in stats) / spec if spec else None
 
     def summary(self) -> dict:
         self.stats.per_worker = self.worker_stats()

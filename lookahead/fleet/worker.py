@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from lookahead.api import Lookahead
 from lookahead.result import Result
 from lookahead.engine import EngineConfig
-from lookahead.run.report import estimated_times
 
 
 @dataclass
@@ -67,7 +66,7 @@ class FleetWorker:
 
         for chunk in ray.get(shared):
             self.learn(chunk)
-        for res in self.lm.stream(specs, speculate=speculate, **sampling):
+        for res in self.lm.results(specs, speculate=speculate, **sampling):
             if speculate:
                 self.results.append(res)
             yield res
@@ -80,10 +79,9 @@ class FleetWorker:
         self.fleet_outputs += len(theirs)
 
     def stats(self) -> dict:
-        plain_s, spec_s = estimated_times(self.results, self.lm.engine.controller.cost_model)
         return {"worker": self.index, "pid": os.getpid(), "requests": len(self.results),
                 "fleet_outputs_learned": self.fleet_outputs,
                 "shared_store_tokens": len(self.store.base) if self.store else 0,
                 "local_store_tokens": len(self.store.local) if self.store else 0,
-                "plain_s_est": plain_s, "spec_s_est": spec_s, "oom_retries": self.lm.oom_retries,
+                "oom_retries": self.lm.oom_retries,
                 "model": self.lm.model_name, "device": str(self.lm.engine.device), "dtype": self.lm.dtype}

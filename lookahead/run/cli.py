@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from lookahead.engine.config import (DEVICES, DRAFTERS, DTYPES, ENGINE_RANGES, PEER_DRAFTERS, TASKS, EngineConfig,
-                                     OptionError, SamplingParams)
+from lookahead.engine.config import (DEVICES, DRAFTERS, DTYPES, ENGINE_RANGES, MAX_STOP_STRINGS, PEER_DRAFTERS, TASKS,
+                                     EngineConfig, OptionError, SamplingParams)
 from lookahead.samples import WORKLOADS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -55,6 +55,11 @@ def run(
     resume: bool = typer.Option(False, "--resume", show_default="off",
                                 help="Keep the finished requests already in --output, run the others and append "
                                      "(after Ctrl-C or a crash)."),
+    overwrite: bool = typer.Option(False, "--overwrite", show_default="off",
+                                   help="Replace an existing --output (without it or --resume, an existing file "
+                                        "is refused)."),
+    in_order: bool = typer.Option(False, "--in-order", show_default="off: as they finish",
+                                  help="Write --output in input order (each line once every earlier one is done)."),
     on_error: str = typer.Option("skip", help="skip: record a bad input line or failed request in the output "
                                  "and go on; fail: stop at the first one (exit 2)."),
     task: Optional[str] = typer.Option(
@@ -73,6 +78,17 @@ def run(
     temperature: float = typer.Option(SAMPLING.temperature, help="0 = greedy; > 0 samples losslessly."),
     top_p: float = typer.Option(SAMPLING.top_p, help="Nucleus sampling mass (with --temperature > 0)."),
     seed: int = typer.Option(SAMPLING.seed, help="Seed for sampling."),
+    top_k: int = typer.Option(SAMPLING.top_k, help="Sample among the k likeliest tokens only (0: all)."),
+    min_p: float = typer.Option(SAMPLING.min_p, help="Drop tokens below this fraction of the likeliest one's "
+                                "probability (0: none)."),
+    stop: list[str] = typer.Option([], show_default="none", help="A string that ends the output, not included "
+                                   f"(repeatable, up to {MAX_STOP_STRINGS})."),
+    logprobs: Optional[int] = typer.Option(None, show_default="off", help="Report each output token's "
+                                           "log-probability and this many alternatives (0-20)."),
+    truncate_prompt: bool = typer.Option(False, "--truncate-prompt", show_default="off: such a request fails",
+                                         help="A prompt too long for the context keeps its end."),
+    threads: Optional[int] = typer.Option(None, min=1, show_default="torch's: one per core",
+                                          help="CPU threads; 1 is faster on a machine busy with other work."),
     dtype: str = typer.Option("auto", help="auto (bf16 where the CPU has native bf16, else fp32; bf16 on a GPU), "
                                            "float32, bfloat16 or float16."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -96,7 +112,8 @@ def run(
                                                 help="Write {id, prompt_ids, output_ids} per request for "
                                                      "`lookahead replay`."),
     as_json: bool = typer.Option(False, "--json", show_default="off",
-                                 help="Print the summary as one JSON object on the last line."),
+                                 help="Print JSON on stdout: each result line (without --output), then the "
+                                      "summary as the last line."),
     ray: Optional[str] = typer.Option(
         None, "--ray", metavar="ADDRESS", show_default="off: one process",
         help="Share the requests over a Ray cluster: local (start one here), auto (join this machine's) or "
@@ -116,13 +133,19 @@ def run(
     if task is not None:
         check_choice(task, TASKS, "--task")
     check_options(dict(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size, controller=controller),
-                  dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed))
+                  dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, top_k=top_k,
+                       min_p=min_p, stop=tuple(stop), logprobs=logprobs))
     if limit is not None and limit <= 0:
         fail(f"--limit must be > 0, got {limit}")
     if workers is not None and (ray is None or workers <= 0):
         fail("--workers needs --ray ADDRESS" if ray is None else f"--workers must be > 0, got {workers}")
     if resume and output is None:
         fail("--resume needs --output FILE (the file to resume)")
+    if resume and overwrite:
+        fail("give one of --resume and --overwrite")
+    for path in (output, trace_output):
+        if path is not None and path.is_file() and path.stat().st_size and not (resume or overwrite):
+            fail(f"{path} exists: --resume goes on with it, --overwrite replaces it")
     for path in (output, trace_output):
         if path is not None and not path.parent.is_dir():  # found now, not after the model has loaded
             fail(f"output folder does not exist: {path.parent}")
@@ -131,11 +154,13 @@ def run(
 
     opts = RunOptions(input=input, workload=workload, output=output, model=model, drafter=drafter, task=task,
                       documents=[str(d) for d in documents],
-                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, dtype=dtype,
+                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, top_k=top_k,
+                      min_p=min_p, stop=tuple(stop), logprobs=logprobs, dtype=dtype,
                       device=device, max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size, exact=exact,
                       controller=controller, limit=limit, corpus=[str(c) for c in corpus],
                       trace_output=trace_output, resume=resume, on_error=on_error, compare_plain=compare_plain,
-                      as_json=as_json, ray=ray, workers=workers)
+                      as_json=as_json, ray=ray, workers=workers, in_order=in_order, truncate_prompt=truncate_prompt,
+                      threads=threads)
     try:
         summary = run_requests(opts)
     except ValueError as e:  # every user-facing error type is a ValueError with a one-line message
@@ -196,6 +221,22 @@ def replay(
     table.add_row(str(s["requests"]), str(s["output_tokens"]), f"{s['tau']:.3f}", f"{s['mean_nodes']:.1f}",
                   f"{s['mean_accepted']:.2f}", f"{s['propose_us_p50']:.1f}", f"{s['propose_us_p99']:.1f}")
     Console().print(table)
+
+
+@app.command()
+def cache(clear: bool = typer.Option(False, "--clear", help="Delete them (each is made again when next needed).")) -> None:
+    """The converted models lookahead keeps (GGUF files de-quantised once to safetensors): list, or --clear."""
+    import shutil
+
+    from lookahead.models import cache_dir
+
+    folders = sorted(p for p in (cache_dir() / "models").glob("*") if p.is_dir())
+    for p in folders:
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        typer.echo(f"{size / 2**20:8.0f} MiB  {p}")
+        if clear:
+            shutil.rmtree(p)
+    typer.echo(f"{'deleted' if clear else 'kept'}: {len(folders)} converted model(s) in {cache_dir() / 'models'}")
 
 
 def _tokenizer(model: Optional[str]):

@@ -21,6 +21,43 @@ import os
 from pathlib import Path
 
 
+def finished_ids(path: str | os.PathLike) -> set[str]:
+    """Ids of the requests that finished without error in a results file (none if there is no file)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, IsADirectoryError):
+        return set()
+    return {str(obj["id"]) for obj in map(_parse, text.splitlines()) if obj is not None and not obj.get("error")}
+
+
+def _parse(line: str) -> dict | None:
+    """A result line's object; None for a torn or foreign line."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) and "id" in obj else None
+
+
+class InOrder:
+    """Passes each (id, item) on to `emit` in the order of `ids`, as soon as every earlier one has come.
+
+    >>> shown = []
+    >>> ordered = InOrder(["a", "b", "c"], shown.append)
+    >>> ordered.put("b", 2); ordered.put("a", 1); shown
+    [1, 2]
+    """
+
+    def __init__(self, ids: list[str], emit):
+        self.order, self.emit, self.next, self.held = list(ids), emit, 0, {}
+
+    def put(self, rid: str, item) -> None:
+        self.held[rid] = item
+        while self.next < len(self.order) and self.order[self.next] in self.held:
+            self.emit(self.held.pop(self.order[self.next]))
+            self.next += 1
+
+
 class ResultsFile:
     """Appends result lines to `path` (truncating it first unless `resume`).
 
@@ -57,11 +94,8 @@ class ResultsFile:
             raise ValueError(f"output is a directory, expected a file: {self.path}") from None
         kept = []
         for line in text.splitlines():
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn line
-            if isinstance(obj, dict) and "id" in obj and not obj.get("error") and (keep is None or obj["id"] in keep):
+            obj = _parse(line)  # None: a torn line
+            if obj is not None and not obj.get("error") and (keep is None or obj["id"] in keep):
                 self.done.add(str(obj["id"]))
                 kept.append(line + "\n")
         if "".join(kept) != text:  # rewrite atomically: a kill now still leaves the old file whole

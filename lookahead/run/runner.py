@@ -8,6 +8,7 @@ before the model loads; a request the engine cannot serve fails alone.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lookahead.engine.config import EngineConfig, SamplingParams
 from lookahead.run.requests_io import InputError, InputLine
+from lookahead.run.results_file import finished_ids
 
 
 @dataclass
@@ -32,6 +34,10 @@ class RunOptions:
     temperature: float = SamplingParams.temperature
     top_p: float = SamplingParams.top_p
     seed: int = SamplingParams.seed
+    top_k: int = SamplingParams.top_k
+    min_p: float = SamplingParams.min_p
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
     dtype: str = "auto"
     device: str = "auto"
     max_nodes: int = EngineConfig.max_nodes
@@ -46,6 +52,9 @@ class RunOptions:
     on_error: str = "skip"  # skip: record a bad line or failed request and go on; fail: stop at the first
     compare_plain: bool = False
     as_json: bool = False
+    in_order: bool = False  # --output in input order (held back until every earlier request is written)
+    truncate_prompt: bool = False  # a prompt too long for the context keeps its end
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
     ray: str | None = None  # a Ray cluster to share the requests over: "local", "auto" or an address
     workers: int | None = None  # engines on that cluster (None: one per GPU, or per 2 CPU cores)
 
@@ -90,10 +99,16 @@ def run_requests(opts: RunOptions) -> dict:
     task = infer_task(opts.task, opts.workload, documents)
     lines = load_lines(opts, task, documents)
 
+    console = Console(stderr=True)
+    if opts.resume and {line_id(ln) for ln in lines} <= finished_ids(opts.output):
+        console.print(f"nothing left to run: every request is finished in {opts.output}", highlight=False)
+        return {"requests": 0, "failed": 0, "failures": [], "resumed": len(lines), "task": task}
     # torch and transformers only once the input is known to be good
+    import torch
     from transformers.utils import logging as hf_logging
 
-    console = Console(stderr=True)
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
     # The datastore also gets each request's own documents: a request may draft from another's.
     store_docs = list(dict.fromkeys(documents + [d for ln in lines if ln.spec for d in ln.spec.documents]))
     hf_logging.disable_progress_bar()  # our own status line says what loads; an error stays one line
@@ -109,19 +124,28 @@ def run_requests(opts: RunOptions) -> dict:
 
 
 def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, console: Console) -> dict:
-    """Decode the lines not yet in the output (--resume), writing each result as it finishes; the summary."""
+    """Decode the lines not yet in the output (--resume), writing each result as it finishes; the summary.
+
+    With --output the results go to that file; without it, to stdout in input order: their texts, or
+    with --json their result lines. Progress and the summary go to stderr (`console`).
+    """
     from lookahead.run.report import print_summary, summarize
     from lookahead.run.requests_io import result_line
-    from lookahead.run.results_file import ResultsFile
+    from lookahead.run.results_file import InOrder, ResultsFile
 
     out = ResultsFile(opts.output, opts.resume) if opts.output else None
     done = out.done if out is not None else set()
     trace = ResultsFile(opts.trace_output, opts.resume, keep=done) if opts.trace_output else None
-    todo = [ln for ln in lines if (ln.spec.id if ln.spec else invalid_id(ln)) not in done]
+    todo = [ln for ln in lines if line_id(ln) not in done]
     specs = {ln.spec.id: ln.spec for ln in todo if ln.spec is not None}
+    if out is not None:
+        record = InOrder([line_id(ln) for ln in todo], out.write) if opts.in_order else None
+        emit = record.put if record is not None else lambda rid, row: out.write(row)
+    else:
+        emit = InOrder([line_id(ln) for ln in todo], stdout_writer(opts.as_json, len(todo) > 1)).put
     sampling = dict(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p,
-                    seed=opts.seed)
-    results, failed = [], 0
+                    seed=opts.seed, top_k=opts.top_k, min_p=opts.min_p, stop=opts.stop, logprobs=opts.logprobs)
+    results, failures = [], []
     plain, plain_seconds = None, 0.0
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("{task.fields[rate]}"), console=console,
@@ -129,28 +153,30 @@ def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, con
     try:
         with progress:
             if opts.compare_plain:
-                plain, plain_seconds = decode_plain(lm, list(specs.values()), sampling, progress)
+                plain, plain_seconds = decode_plain(lm, list(specs.values()), sampling, progress, opts)
             bar = progress.add_task("decoding", total=len(todo), rate="")
             start = time.perf_counter()
             for ln in todo:
                 if ln.spec is None:  # a bad line is recorded in the output, the others still run
-                    failed += 1
-                    write(out, {"id": invalid_id(ln), "line": ln.lineno, "error": ln.error, "finish_reason": "error"})
+                    failures.append((line_id(ln), ln.error))
+                    emit(line_id(ln), {"id": line_id(ln), "line": ln.lineno, "error": ln.error,
+                                       "finish_reason": "error"})
                     progress.advance(bar)
-            for res in lm.stream(list(specs.values()), **sampling):
+            for res in lm.results(list(specs.values()), truncate_prompt=opts.truncate_prompt, **sampling):
                 if res.error is not None and opts.on_error == "fail":
                     named = res.error.startswith(f"request {res.id}")  # the engine's own errors name it
                     raise RunError(res.error if named else f"request {res.id}: {res.error}")
-                failed += res.error is not None
+                if res.error is not None:
+                    failures.append((res.id, res.error))
                 results.append(res)
                 if res.error is None:  # trace first: a kill between the two writes leaves no traced orphan
                     write(trace, {"id": res.id, "prompt_ids": res.prompt_ids, "output_ids": res.token_ids})
-                write(out, result_line(specs[res.id], res.to_dict()))
+                emit(res.id, result_line(specs[res.id], res.to_dict()))
                 tokens = sum(r.output_tokens for r in results)
                 progress.update(bar, advance=1, rate=f"{tokens / (time.perf_counter() - start):.1f} tok/s")
             seconds = time.perf_counter() - start
-        summary = summarize(results, failed, seconds, lm, opts.drafter, lm.dtype + ("" if opts.exact else " (not exact)"), plain,
-                            plain_seconds)
+        summary = summarize(results, failures, seconds, lm, opts.drafter,
+                            lm.dtype + ("" if opts.exact else " (not exact)"), plain, plain_seconds)
         if opts.ray is not None:
             summary["fleet"] = lm.summary()
     finally:
@@ -159,8 +185,20 @@ def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, con
                 f.close()
     summary["task"], summary["resumed"] = task, len(lines) - len(todo)
     if not opts.as_json:
-        print_summary(console, summary, results if opts.output is None else [])
+        print_summary(console, summary)
     return summary
+
+
+def stdout_writer(as_json: bool, several: bool):
+    """What a result line shows on stdout: the line itself (--json), or its text (under `==> id <==`
+    when there are several); a failed request shows nothing there (the summary names it)."""
+    def show(row: dict) -> None:
+        if as_json:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        elif not row.get("error"):
+            text = row["text"] if "text" in row else row["response"]["body"]["choices"][0]["message"]["content"]
+            print(f"==> {row['id']} <==\n{text}\n" if several else text, flush=True)
+    return show
 
 
 def open_engine(opts: RunOptions, config, task: str, documents: list[str]):
@@ -176,19 +214,22 @@ def open_engine(opts: RunOptions, config, task: str, documents: list[str]):
     return Fleet(opts.model, address=opts.ray, workers=opts.workers, **kw)
 
 
-def decode_plain(lm, specs: list, sampling: dict, progress: Progress):
+def decode_plain(lm, specs: list, sampling: dict, progress: Progress, opts: RunOptions):
     """The same requests with no drafter, for --compare-plain: (results, seconds)."""
     bar = progress.add_task("plain decoding", total=len(specs), rate="")
     start = time.perf_counter()
     results = []
-    for res in lm.stream(specs, speculate=False, **sampling):
+    for res in lm.results(specs, speculate=False, truncate_prompt=opts.truncate_prompt, **sampling):
         results.append(res)
         progress.advance(bar)
     return results, time.perf_counter() - start
 
 
-def invalid_id(line: InputLine) -> str:
-    return f"invalid-{line.lineno}"
+def line_id(line: InputLine) -> str:
+    """A line's request id; a bad line's own id where it gave one, else invalid-<line number>."""
+    if line.spec is not None:
+        return line.spec.id
+    return line.id or f"invalid-{line.lineno}"
 
 
 def write(f, obj: dict) -> None:
