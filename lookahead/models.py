@@ -1,4 +1,4 @@
-"""Finding and loading the target model: the bundled SmolLM2, a local folder, or a GGUF file.
+"""Finding and loading the target model: the bundled SmolLM2, a local folder, a GGUF file or a Hub name.
 
 A GGUF takes transformers 20–40 s to de-quantise, so it is converted once into a
 safetensors folder under the user cache (LOOKAHEAD_CACHE, default
@@ -7,7 +7,7 @@ safetensors folder under the user cache (LOOKAHEAD_CACHE, default
 >>> from lookahead.models import resolve_model_path
 >>> resolve_model_path("/no/such/model")
 Traceback (most recent call last):
-lookahead.models.ModelError: model path does not exist: /no/such/model
+lookahead.models.ModelError: model path does not exist: /no/such/model (give a model folder, a .gguf file or a Hub name such as HuggingFaceTB/SmolLM2-360M-Instruct)
 """
 from __future__ import annotations
 

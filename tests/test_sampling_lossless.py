@@ -69,12 +69,17 @@ def test_chi2_pvalue_sanity():
 
 
 # ---- the exact target, written independently of lookahead/engine/acceptance.py ------------------------------
-def exact_probs(logits: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
-    """float64 [V]: softmax(logits / T), restricted to the smallest most-probable set of mass >= top_p."""
+def exact_probs(logits: np.ndarray, temperature: float, top_p: float, top_k: int = 0, min_p: float = 0.0) -> np.ndarray:
+    """float64 [V]: softmax(logits / T), restricted to the k most probable tokens (and ties with the k-th),
+    then to the smallest most-probable set of mass >= top_p, then to tokens of at least min_p times the
+    most probable one's probability; renormalised after each cut."""
     z = np.asarray(logits, np.float64) / temperature
     z = z - z[np.isfinite(z)].max()
     p = np.exp(z)
     p /= p.sum()
+    if top_k:
+        p = np.where(p >= np.sort(p)[::-1][top_k - 1], p, 0.0)
+        p /= p.sum()
     if top_p < 1.0:
         order = np.argsort(-p, kind="stable")
         keep = np.zeros_like(p, bool)
@@ -85,6 +90,9 @@ def exact_probs(logits: np.ndarray, temperature: float, top_p: float) -> np.ndar
             if mass >= top_p:
                 break
         p = np.where(keep, p, 0.0)
+        p /= p.sum()
+    if min_p:
+        p = np.where(p >= min_p * p.max(), p, 0.0)
         p /= p.sum()
     return p
 
@@ -111,9 +119,9 @@ class SyntheticTarget:
             self.rows[context] = row
         return row
 
-    def exact_first_two(self, temperature: float, top_p: float) -> tuple[np.ndarray, np.ndarray]:
-        p1 = exact_probs(self.logits(()), temperature, top_p)
-        joint = np.stack([p1[a] * exact_probs(self.logits((a,)), temperature, top_p) for a in range(V)])
+    def exact_first_two(self, temperature: float, top_p: float, **cuts) -> tuple[np.ndarray, np.ndarray]:
+        p1 = exact_probs(self.logits(()), temperature, top_p, **cuts)
+        joint = np.stack([p1[a] * exact_probs(self.logits((a,)), temperature, top_p, **cuts) for a in range(V)])
         return p1, joint
 
 
@@ -190,13 +198,13 @@ def accept_first_child(tree, logits, temperature, top_p, rng):
     return Acceptance([c], [int(tree.tokens[c]), int(rng.choice(len(p), p=p))])
 
 
-def accept_without_renormalising(tree, logits, temperature, top_p, rng):
+def accept_without_renormalising(tree, logits, temperature, top_p, rng, top_k=0, min_p=0.0):
     """Wrong, subtly: a rejected child keeps its mass, so the bonus draw can repeat it."""
     kids = children_lists(tree)
     tokens = tree.tokens.tolist()
     nodes, cur = [], -1
     while True:
-        p = exact_probs(logits[cur + 1].double().cpu().numpy(), temperature, top_p)
+        p = exact_probs(logits[cur + 1].double().cpu().numpy(), temperature, top_p, top_k, min_p)
         nxt = next((c for c in kids[cur + 1] if rng.random() < p[tokens[c]]), None)
         if nxt is None:
             return Acceptance(nodes, [tokens[n] for n in nodes] + [int(rng.choice(len(p), p=p))])
@@ -218,6 +226,20 @@ def test_accept_sampling_reproduces_target(temperature, top_p, samples):
     p_first, p_pair = chi2_pvalue(first, p1), chi2_pvalue(pair, joint)
     assert p_first > ALPHA, (first, p1 * samples)
     assert p_pair > ALPHA, (pair, joint * samples)
+
+
+@pytest.mark.parametrize("cuts", [dict(top_k=3), dict(min_p=0.2), dict(top_k=4, min_p=0.1)])
+def test_accept_sampling_with_top_k_and_min_p_reproduces_target(cuts):
+    target = SyntheticTarget(seed=12)
+    p1, joint = target.exact_first_two(0.9, 1.0, **cuts)
+    assert (p1 == 0).sum() >= 2  # the cut really drops tokens here (beyond the -inf one)
+
+    def acceptor(tree, logits, temperature, top_p, rng):
+        return accept_sampling(tree, logits, temperature, top_p, rng, **cuts)
+
+    first, pair = sample_first_two(acceptor, target, 0.9, 1.0, 10_000 * SCALE, seed=5)
+    assert chi2_pvalue(first, p1) > ALPHA, (first, p1)
+    assert chi2_pvalue(pair, joint) > ALPHA, (pair, joint)
 
 
 @pytest.mark.parametrize("acceptor", [accept_first_child, accept_without_renormalising])

@@ -7,7 +7,7 @@ Greedy example: the target wants 7 then 9; the tree offers 7→8 and 7→9 and 4
 >>> from lookahead.drafters import DraftTree
 >>> tree = DraftTree.from_paths([[7, 8], [7, 9], [4]])
 >>> accept_greedy(tree, np.array([7, 9, 0, 5, 3]))  # argmax at root, node 0 (7), 1 (8), 2 (9), 3 (4)
-Acceptance(nodes=[0, 2], tokens=[7, 9, 5])
+Acceptance(nodes=[0, 2], tokens=[7, 9, 5], logprobs=None)
 """
 from __future__ import annotations
 

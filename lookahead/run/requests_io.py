@@ -33,6 +33,7 @@ class InputError(ValueError):
     """A bad request file or line (one line for the user); `id`: the line's own id, where it has one."""
 
     id: str | None = None
+    openai_batch: bool = False  # the line was in the OpenAI batch form
 
 
 @dataclass
@@ -65,16 +66,17 @@ def parse_line(line: str, lineno: int) -> RequestSpec:
     if not isinstance(obj, dict):
         raise InputError(f"line {lineno}: expected a JSON object")
     batch = "body" in obj and "custom_id" in obj
-    if batch:
-        _known(obj, BATCH_FIELDS, f"line {lineno}")
-        if obj.get("url", BATCH_URLS[0]) not in BATCH_URLS:
-            raise InputError(f"line {lineno}: \"url\" must be one of {', '.join(BATCH_URLS)}, got {obj['url']!r}")
-        if not isinstance(obj["body"], dict):
-            raise InputError(f"line {lineno}: \"body\" must be an object")
     try:
+        if batch:
+            _known(obj, BATCH_FIELDS, f"line {lineno}")
+            if obj.get("url", BATCH_URLS[0]) not in BATCH_URLS:
+                raise InputError(f"line {lineno}: \"url\" must be one of {', '.join(BATCH_URLS)}, got {obj['url']!r}")
+            if not isinstance(obj["body"], dict):
+                raise InputError(f"line {lineno}: \"body\" must be an object")
         spec = spec_from_dict(obj["body"] if batch else obj, f"line-{lineno}", f"line {lineno}")
     except InputError as e:
         e.id = str(obj.get("custom_id") if batch else obj.get("id", f"line-{lineno}"))
+        e.openai_batch = batch
         raise
     if batch:
         spec.id, spec.openai_batch = str(obj["custom_id"]), True
@@ -153,6 +155,7 @@ class InputLine:
     spec: RequestSpec | None
     error: str | None = None
     id: str | None = None  # a bad line's own id, where it gave one
+    openai_batch: bool = False  # a bad line in the OpenAI batch form (answered in that form)
 
 
 def read_requests(path: str | Path) -> list[InputLine]:
@@ -178,7 +181,7 @@ def read_requests(path: str | Path) -> list[InputLine]:
             seen.add(spec.id)
             out.append(InputLine(lineno, spec))
         except InputError as e:
-            out.append(InputLine(lineno, None, str(e), e.id))
+            out.append(InputLine(lineno, None, str(e), e.id, e.openai_batch))
     if not out:
         raise InputError(f"input file has no requests: {path}")
     return out
@@ -196,6 +199,13 @@ def encode_prompt(tokenizer, spec: RequestSpec) -> list[int]:
         text = "\n\n".join(m["content"] for m in messages) + "\n\n"
         return tokenizer(text, add_special_tokens=True)["input_ids"]
     return tokenizer(spec.prompt, add_special_tokens=True)["input_ids"]
+
+
+def error_line(rid: str, line: InputLine) -> dict:
+    """The output line for a bad input line, in the form the line used."""
+    if line.openai_batch:
+        return {"id": rid, "custom_id": rid, "line": line.lineno, "response": None, "error": {"message": line.error}}
+    return {"id": rid, "line": line.lineno, "error": line.error, "finish_reason": "error"}
 
 
 def result_line(spec: RequestSpec, result: dict) -> dict:

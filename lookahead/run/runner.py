@@ -130,7 +130,7 @@ def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, con
     with --json their result lines. Progress and the summary go to stderr (`console`).
     """
     from lookahead.run.report import print_summary, summarize
-    from lookahead.run.requests_io import result_line
+    from lookahead.run.requests_io import error_line, result_line
     from lookahead.run.results_file import InOrder, ResultsFile
 
     out = ResultsFile(opts.output, opts.resume) if opts.output else None
@@ -159,8 +159,7 @@ def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, con
             for ln in todo:
                 if ln.spec is None:  # a bad line is recorded in the output, the others still run
                     failures.append((line_id(ln), ln.error))
-                    emit(line_id(ln), {"id": line_id(ln), "line": ln.lineno, "error": ln.error,
-                                       "finish_reason": "error"})
+                    emit(line_id(ln), error_line(line_id(ln), ln))
                     progress.advance(bar)
             for res in lm.results(list(specs.values()), truncate_prompt=opts.truncate_prompt, **sampling):
                 if res.error is not None and opts.on_error == "fail":
