@@ -98,3 +98,24 @@ def test_a_failing_request_fails_alone(fault, temperature):
     drafter.answers = {**answers, "again": answers["r0"]}
     again = engine.run({"again": prompts["r0"]}, SamplingParams(max_new_tokens=16))
     assert again["again"].output_ids == answers["r0"]
+
+
+def test_cancelling_a_request_frees_its_blocks_at_once_and_leaves_the_others_exact():
+    model, prompts, answers = setup()
+    drafter = FaultyDrafter(answers, fault="none")
+    engine = Engine(model, drafter=drafter, eos_token_ids=[], config=EngineConfig(kv_cache_tokens=4096, max_batch_size=2))
+    free = engine.cache.free_blocks()
+    reqs = {rid: engine.add(rid, ids, SamplingParams(max_new_tokens=16)) for rid, ids in prompts.items()}
+    engine.step()
+    running, waiting = engine.running[0].id, engine.waiting[-1].id
+    held = engine.cache.free_blocks()
+    assert engine.cancel(running) and engine.cache.free_blocks() > held and running in drafter.stopped
+    assert engine.cancel(waiting) and not engine.cancel(waiting) and not engine.cancel("no-such-id")
+    while engine.has_work():
+        engine.step()
+    assert engine.cache.free_blocks() == free
+    for rid, req in reqs.items():
+        if rid in (running, waiting):
+            assert req.error == "cancelled"
+        else:
+            assert req.error is None and req.output_ids == answers[rid]

@@ -129,6 +129,21 @@ class Engine:
             except Exception:  # a drafter failing to forget must not hide the result
                 pass
 
+    def cancel(self, request_id: str) -> bool:
+        """Drop a waiting or running request between steps, freeing its KV blocks and drafter state at once
+        (a client that went away). Returns whether there was such a request."""
+        for req in list(self.waiting):
+            if req.id == request_id:
+                self.waiting.remove(req)
+                req.error, req.finished_at = "cancelled", self.clock()
+                return True
+        for req in self.running:
+            if req.id == request_id:
+                self._finish(req, "cancelled")
+                self.running.remove(req)
+                return True
+        return False
+
     # ---- one step ----------------------------------------------------------------------------------
     def step(self) -> list[Request]:
         """Advance every running request by one target pass; returns the requests that finished."""
