@@ -52,6 +52,7 @@ class Lookahead:
         self.drafter = (build_drafter(drafter, self.tokenizer, corpus, task, documents) if store is None
                         else make_drafter(drafter, store=store, task=task))
         self.engine = Engine(self.model, self.tokenizer, self.drafter, config or EngineConfig())
+        self._sent: dict[str, tuple[int, int]] = {}  # request in flight -> (tokens, characters) yielded so far
 
     def results(self, prompts, speculate: bool = True, truncate_prompt: bool = False, **sampling) -> Iterator[Result]:
         """Yield each request's Result as it finishes (continuous batching).
@@ -78,31 +79,47 @@ class Lookahead:
             finally:
                 self.engine.drafter = drafter
             return
-        sent: dict[str, tuple[int, int]] = {}  # request id -> (tokens, characters) already yielded
         for i, prompt in enumerate(prompt_list(prompts)):
             try:  # a bad value fails its own request, never the others
-                spec = as_spec(prompt, i)
-                params = SamplingParams(**{**sampling, **spec.sampling})
-                if spec.id in sent:
-                    raise RequestError(f"request {spec.id}: duplicate id (ids must be unique in a call)")
-                if empty_prompt(spec):
-                    raise RequestError(f"request {spec.id}: empty prompt")
-                source = (None if spec.source is None
-                          else self.tokenizer(spec.source, add_special_tokens=False)["input_ids"])
-                ids = encode_prompt(self.tokenizer, spec)
-                if truncate_prompt:
-                    ids = ids[-self.engine.prompt_room(params.max_new_tokens):]
-                self.engine.add(spec.id, ids, params, source_ids=source)
-                sent[spec.id] = (0, 0)
+                self.add(prompt, i, truncate_prompt, **sampling)
             except (RequestError, InputError, TypeError) as e:  # TypeError: a field SamplingParams lacks
                 rid = getattr(e, "id", None) or request_id(prompt, i)
                 yield Chunk(rid, [], "", failed_result(rid, str(e)))
         while self.engine.has_work():
-            finished = self.engine.step()
-            for req in self.engine.running + finished:
-                chunk = self._chunk(req, sent, req in finished)
-                if chunk is not None:
-                    yield chunk
+            yield from self.step()
+
+    def add(self, prompt, index: int = 0, truncate_prompt: bool = False, **sampling) -> str:
+        """Queue one prompt for the coming steps (it joins the batch between two); returns its id.
+
+        Arguments as `results` (index: the id of a prompt without one). A prompt or value that
+        cannot run raises RequestError or InputError (one line), and nothing is queued.
+        """
+        spec = as_spec(prompt, index)
+        params = SamplingParams(**{**sampling, **spec.sampling})
+        if spec.id in self._sent:
+            raise RequestError(f"request {spec.id}: duplicate id (ids must be unique among the requests in flight)")
+        if empty_prompt(spec):
+            raise RequestError(f"request {spec.id}: empty prompt")
+        source = None if spec.source is None else self.tokenizer(spec.source, add_special_tokens=False)["input_ids"]
+        ids = encode_prompt(self.tokenizer, spec)
+        if truncate_prompt:
+            ids = ids[-self.engine.prompt_room(params.max_new_tokens):]
+        self.engine.add(spec.id, ids, params, source_ids=source)
+        self._sent[spec.id] = (0, 0)
+        return spec.id
+
+    def step(self) -> list[Chunk]:
+        """One target pass over every request in flight: a Chunk for each that got tokens or finished."""
+        finished = self.engine.step()
+        chunks = [c for req in self.engine.running + finished if (c := self._chunk(req, req in finished))]
+        for req in finished:
+            del self._sent[req.id]
+        return chunks
+
+    def cancel(self, request_id: str) -> bool:
+        """Drop a request in flight (its KV blocks freed at once); whether there was one."""
+        self._sent.pop(request_id, None)
+        return self.engine.cancel(request_id)
 
     def generate(self, prompts, **kw) -> list[Result]:
         """Results in the order of `prompts` (arguments as `results`)."""
@@ -112,16 +129,16 @@ class Lookahead:
             by_id.setdefault(r.id, []).append(r)
         return [by_id[request_id(p, i)].pop() for i, p in enumerate(prompts)]
 
-    def _chunk(self, req: Request, sent: dict, finished: bool) -> Chunk | None:
+    def _chunk(self, req: Request, finished: bool) -> Chunk | None:
         """The tokens and text of `req` not yet yielded (text held back while it ends inside a character)."""
-        n_tokens, n_chars = sent[req.id]
+        n_tokens, n_chars = self._sent[req.id]
         out = req.output_ids
         text = self._text(req)
         if not finished and text.endswith("\ufffd"):
             text = text[:n_chars]
         if len(out) == n_tokens and len(text) == n_chars and not finished:
             return None
-        sent[req.id] = (len(out), len(text))
+        self._sent[req.id] = (len(out), len(text))
         return Chunk(req.id, out[n_tokens:], text[n_chars:], self._result(req) if finished else None)
 
     def _text(self, req: Request) -> str:
