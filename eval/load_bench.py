@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -152,7 +153,8 @@ def bench_workload(target: Target, workload: str, requests: list[LoadRequest], a
             rows.append(summarize(workload, c, load, load * capacity, timings, busy))
             steps[f"{workload}/{c}/{load}"] = [[s.requests, s.query_tokens, s.kv_tokens, s.draft_nodes, s.seconds]
                                                for s in engine.step_log[first:]]
-            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+            # Progress, on stderr: the report on stdout is the table at the end, whose ratios need every row.
+            print(markdown(rows).splitlines()[-1], file=sys.stderr, flush=True)
     return rows, {"capacity": capacity, "steps": steps}
 
 

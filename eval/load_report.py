@@ -59,9 +59,14 @@ def summarize(workload: str, controller: str, load: float, rate: float, timings:
                    sum(t.drafted for t in timings) / forwards, tokens / forwards)
 
 
+def off_latency(rows: list[LoadRow]) -> dict[tuple[str, float], float]:
+    """Plain decoding's mean latency, by workload and load, among `rows`."""
+    return {(r.workload, r.load): r.mean_latency_s for r in rows if r.controller == "off"}
+
+
 def with_ratios(rows: list[LoadRow]) -> list[LoadRow]:
     """Fill vs_off: each row's mean latency over plain decoding's at the same workload and load."""
-    off = {(r.workload, r.load): r.mean_latency_s for r in rows if r.controller == "off"}
+    off = off_latency(rows)
     for r in rows:
         if (r.workload, r.load) in off:
             r.vs_off = r.mean_latency_s / off[(r.workload, r.load)]
@@ -69,12 +74,20 @@ def with_ratios(rows: list[LoadRow]) -> list[LoadRow]:
 
 
 def markdown(rows: list[LoadRow]) -> str:
+    """The table of `rows`; latency ÷ off is taken from the off row among them at the same workload and
+    load, as with_ratios fills vs_off for the JSON ("—" where they have none)."""
+    off = off_latency(rows)
     head = ("| workload | load | rate req/s | controller | mean latency s | p99 latency s | throughput tok/s "
             "| goodput tok/busy-s | mean tree | τ | latency ÷ off |\n|---|---|---|---|---|---|---|---|---|---|---|")
     body = [f"| {r.workload} | {r.load:.2f} | {r.rate:.3f} | {r.controller} | {r.mean_latency_s:.2f} "
             f"| {r.p99_latency_s:.2f} | {r.throughput:.1f} | {r.goodput:.1f} | {r.mean_tree:.1f} | {r.tau:.2f} "
-            f"| {r.vs_off:.2f} |" for r in rows]
+            f"| {ratio_cell(r, off)} |" for r in rows]
     return "\n".join([head, *body])
+
+
+def ratio_cell(row: LoadRow, off: dict[tuple[str, float], float]) -> str:
+    key = (row.workload, row.load)
+    return f"{row.mean_latency_s / off[key]:.2f}" if key in off else "—"
 
 
 def write_json(path, rows: list[LoadRow], **extra) -> None:
