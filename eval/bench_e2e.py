@@ -6,6 +6,9 @@ request so that the machine's drift favours none:
 
   hf-greedy   model.generate(do_sample=False), on the model as transformers ships it
   hf-pld      model.generate(prompt_lookup_num_tokens=10)   (τ from counted forwards)
+  hf-compiled model.generate(cache_implementation="static"): a static cache, which transformers
+              compiles with torch.compile on a GPU (on the CPU it runs uncompiled); only when asked
+              for in --systems
   llama.cpp   llama.cpp greedy on the same GGUF and thread count (llama_cpp_peer.py; its own
               quantised kernels, so its output is compared with nothing); skipped with a note
               when the model is not a GGUF or the extra `llamacpp` is not installed
@@ -15,7 +18,7 @@ request so that the machine's drift favours none:
 
 Reports τ (output tokens per target forward), tokens/s, speedup over hf-greedy and over
 our plain decoding, the fraction of outputs identical to the same path's own greedy output
-(`baseline`: Hugging Face prompt lookup against Hugging Face greedy, a ~fast system against
+(`baseline`: Hugging Face prompt lookup and static cache against Hugging Face greedy, a ~fast system against
 plain~fast, the rest against our plain), and for our engines what a decode step verified
 (query tokens: 1 + draft nodes) and took.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -68,11 +72,15 @@ class ForwardCounter:
         self.calls += 1
 
 
-def hf_generate(model, ids: list[int], n: int, pld: bool) -> tuple[list[int], int]:
+HF_OPTIONS = {"hf-greedy": {}, "hf-pld": {"prompt_lookup_num_tokens": 10},
+              "hf-compiled": {"cache_implementation": "static"}}
+
+
+def hf_generate(model, ids: list[int], n: int, system: str) -> tuple[list[int], int]:
     x = torch.tensor([ids], device=model.device)
     counter = ForwardCounter(model)
     try:
-        extra = {"prompt_lookup_num_tokens": 10} if pld else {}
+        extra = HF_OPTIONS[system]
         out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False, **extra)
     finally:
         counter.handle.remove()
@@ -94,7 +102,7 @@ def run_system(system: str, model, rid: str, case: tuple, n, engines: dict) -> t
     if system.startswith("hf-"):  # the model as transformers ships it: its SDPA and its linear layers
         model.set_attn_implementation("sdpa")
         try:
-            return hf_generate(model, ids, n, system == "hf-pld")
+            return hf_generate(model, ids, n, system)
         finally:
             model.set_attn_implementation("lookahead")
     return run_engine(engines[system], rid, ids, source, n)
@@ -109,7 +117,7 @@ def baseline(system: str, systems: list[str]) -> str | None:
     """
     if system == "llama.cpp":
         return None
-    if system == "hf-pld":
+    if system in ("hf-pld", "hf-compiled"):
         return "hf-greedy"
     if system.endswith("~fast") and "plain~fast" in systems:
         return "plain~fast"
@@ -126,7 +134,8 @@ def bench_workload(lm, workload, limit, n, systems, max_nodes, max_depth, llama_
     prompts = {c["id"]: (encode_prompt(tok, RequestSpec(c["id"], messages=c["messages"])),
                          tok(c["source"], add_special_tokens=False)["input_ids"] if c.get("source") else None)
                for c in cases}
-    order = ["plain", "hf-greedy", "hf-pld", *(["llama.cpp"] if llama_cpp else []), *systems]
+    order = ["plain", "hf-greedy", "hf-pld", *(["llama.cpp"] if llama_cpp else []),
+             *(s for s in systems if s not in ("plain", "hf-greedy", "hf-pld"))]
     # One engine per system for the whole run, as `lookahead run --workload` builds it: the
     # workload's task (`auto` adds the source-aligned drafter for grammar correction), the
     # requests' documents in the retrieval datastore, and a cost model and calibration that
@@ -220,7 +229,7 @@ def main(argv=None) -> None:
     for w in args.workloads:
         rows += bench_workload(lm, w, args.limit, args.max_new_tokens, args.systems, args.max_nodes, args.max_depth,
                                peer)
-        print(markdown([r for r in rows if r.workload == w]), flush=True)
+        print(markdown([r for r in rows if r.workload == w]), file=sys.stderr, flush=True)  # progress
     where = f"{platform.node()} · {lm.device} {lm.dtype} · torch {torch.get_num_threads()} threads"
     print(f"\n{lm.name}, {args.max_new_tokens} new tokens, {where}\n\n{markdown(rows)}")
     if args.json_out:
