@@ -9,15 +9,16 @@ from lookahead.engine.step import StepItem, Verified
 def accept(items: list[StepItem], verified: Verified) -> None:
     """Set each item's `result` (with its tokens' log-probabilities when the request asks for them): None
     for a prefill chunk (nothing to decide yet) or a request whose acceptance failed (its error set)."""
-    targets = verified.logits.argmax(-1).cpu().numpy()  # waits for the forward
+    targets = verified.choices().cpu().numpy()  # waits for the forward
     indptr = verified.inputs.logit_indptr.tolist()
     for b, it in enumerate(items):
         if not it.decides:
             it.result = None
             continue
-        req, tree, p, rows = it.request, it.tree, it.request.params, verified.logits[indptr[b]:indptr[b + 1]]
+        req, tree, p, lo, hi = it.request, it.tree, it.request.params, indptr[b], indptr[b + 1]
+        rows = None if verified.logits is None else verified.logits[lo:hi]  # None: a target of choices only
         if p.temperature == 0:
-            it.result = isolated(req, lambda: accept_greedy(tree, targets[indptr[b]:indptr[b + 1]]))
+            it.result = isolated(req, lambda: accept_greedy(tree, targets[lo:hi]))
         else:
             it.result = isolated(req, lambda: accept_sampling(tree, rows, p.temperature, p.top_p, req.rng,
                                                                p.top_k, p.min_p))

@@ -4,7 +4,8 @@
 Greedy output does not depend on the drafts, so the recorded sequence says what the target
 chooses at every position: the token after position p of a request is its sequence
 (prompt + output) at index p + 1, end-of-sequence past the end. `RecordedTarget` answers
-every query row of a step with a one-hot of that choice, so the real `Engine` (its
+every query row of a step with that choice (its `greedy` ids, and no logits: it decodes greedily
+only, and a vocabulary-wide one-hot per row cost more than the rest of replay), so the real `Engine` (its
 admission, prefill chunks, drafters, controller, acceptance and truncation) decodes the
 recorded outputs exactly as with the model that made them. Three ways to cost a step:
 
@@ -82,7 +83,4 @@ class RecordedTarget(torch.nn.Module):
         for b, p in zip(owner.tolist(), positions):
             seq = self.sequences[lookahead_step.request_ids[b]]
             choice.append(seq[p + 1] if p + 1 < len(seq) else self.eos_id)
-        device = input_ids.device
-        logits = torch.zeros(1, len(choice), self.vocab_size, device=device)
-        logits[0, torch.arange(len(choice), device=device), torch.tensor(choice, device=device)] = 1.0
-        return SimpleNamespace(logits=logits)
+        return SimpleNamespace(logits=None, greedy=torch.tensor(choice, dtype=torch.int64, device=input_ids.device))

@@ -34,14 +34,21 @@ class StepItem:
 class Verified:
     """One verify pass over the step's ΣT new tokens, R of them scored, in L layers.
 
-    logits     float32 [R, V]               rows as `inputs.logit_rows`, per request by `inputs.logit_indptr`
+    logits     float32 [R, V]               rows as `inputs.logit_rows`, per request by `inputs.logit_indptr`;
+                                            None from a target that gives only its choices
     scratch_k  [L, ΣT, kv_heads, head_dim]  the new tokens' keys (values alike), for commit to copy
+    greedy     int64 [R]                    the rows' argmax, where the target gives it (a recorded one)
     """
 
     inputs: StepInputs
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     scratch_k: torch.Tensor
     scratch_v: torch.Tensor
+    greedy: torch.Tensor | None = None
+
+    def choices(self) -> torch.Tensor:
+        """int64 [R]: each row's greedy choice."""
+        return self.greedy if self.greedy is not None else self.logits.argmax(-1)
 
 
 @dataclass
