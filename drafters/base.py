@@ -54,6 +54,7 @@ class Drafter(ABC):
     """start → (propose → update)* → stop, per request id; out of that order: DrafterError."""
 
     name: str = "drafter"
+    successors_wanted: int = 0  # k > 0: observe_successors gets the target's k likeliest tokens per position
 
     @abstractmethod
     def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
@@ -73,3 +74,9 @@ class Drafter(ABC):
 
     def set_source(self, request_id: str, source_ids: Sequence[int]) -> None:
         """Name the text a rewriting request copies from; only source-aware drafters use it."""
+
+    def observe_successors(self, request_id: str, successors) -> None:
+        """Right before `update` with n tokens: int64 [n, successors_wanted], row i the target's likeliest
+        tokens, best first, at the position where it chose the i-th of them (row 0: after the tokens so
+        far). Only committed positions, whose logits plain decoding computes too, so a drafter that
+        learns from them drafts the same with or without speculation."""

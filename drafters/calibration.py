@@ -138,6 +138,7 @@ class Calibrated(Drafter):
         self.drafter = drafter
         self.calibrator = calibrator or OnlineCalibrator()
         self.name = drafter.name
+        self.successors_wanted = drafter.successors_wanted
         self._last: dict[str, DraftTree] = {}
 
     def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
@@ -161,6 +162,9 @@ class Calibrated(Drafter):
 
     def set_source(self, request_id: str, source_ids: Sequence[int]) -> None:
         self.drafter.set_source(request_id, source_ids)
+
+    def observe_successors(self, request_id: str, successors) -> None:
+        self.drafter.observe_successors(request_id, successors)
 
     def stats(self) -> list[dict]:
         return self.calibrator.stats()

@@ -39,6 +39,7 @@ class MixerDrafter(Drafter):
             raise ValueError(f"got {len(weights)} weights for {len(drafters)} drafters")
         self.drafters = list(drafters)
         self.weights = None if weights is None else [float(w) for w in weights]
+        self.successors_wanted = max(d.successors_wanted for d in self.drafters)
 
     def start(self, request_id: str, prompt_ids: Sequence[int]) -> None:
         for d in self.drafters:
@@ -64,6 +65,11 @@ class MixerDrafter(Drafter):
     def stop(self, request_id: str) -> None:
         for d in self.drafters:
             d.stop(request_id)
+
+    def observe_successors(self, request_id: str, successors) -> None:
+        for d in self.drafters:
+            if d.successors_wanted:
+                d.observe_successors(request_id, successors[:, : d.successors_wanted])
 
     def set_source(self, request_id: str, source_ids: Sequence[int]) -> None:
         for d in self.drafters:
