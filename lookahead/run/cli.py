@@ -239,6 +239,48 @@ def cache(clear: bool = typer.Option(False, "--clear", help="Delete them (each i
     typer.echo(f"{'deleted' if clear else 'kept'}: {len(folders)} converted model(s) in {cache_dir() / 'models'}")
 
 
+@app.command()
+def serve(
+    model: Optional[str] = typer.Option(None, show_default="bundled SmolLM2-135M-Instruct",
+                                        help="Model folder or .gguf file."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free one)."),
+    drafter: str = typer.Option("auto", help=f"Drafter: {', '.join(DRAFTERS)}."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16 (as `lookahead run`)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    max_nodes: int = typer.Option(ENGINE.max_nodes, help="Draft tree nodes verified per request and step."),
+    max_depth: int = typer.Option(ENGINE.max_depth, help="Deepest draft tree node."),
+    max_batch_size: int = typer.Option(ENGINE.max_batch_size, help="Requests decoded together."),
+    controller: str = typer.Option(ENGINE.controller, help="goodput, fixed or off (as `lookahead run`)."),
+    exact: bool = typer.Option(ENGINE.exact, "--exact/--not-exact", help="--not-exact: the faster CPU path whose "
+                               "speculative output may differ from plain decoding."),
+    threads: Optional[int] = typer.Option(None, min=1, show_default="torch's: one per core", help="CPU threads."),
+    max_queue: int = typer.Option(64, help="Requests waiting at most; past it a request is answered 503 with "
+                                  "Retry-After."),
+) -> None:
+    """Serve OpenAI's chat and completions API over HTTP, every connection batched into one engine."""
+    check_choice(drafter, DRAFTERS, "--drafter")
+    check_choice(dtype, DTYPES, "--dtype")
+    check_choice(device, DEVICES, "--device")
+    engine = dict(max_nodes=max_nodes, max_depth=max_depth, max_batch_size=max_batch_size, controller=controller,
+                  exact=exact)
+    check_options(engine, None)
+    if not 0 <= port <= 65535:
+        fail(f"--port must be in [0, 65535], got {port}")
+    if max_queue < 1:
+        fail(f"--max-queue must be >= 1, got {max_queue}")
+    try:
+        from lookahead.serve.server import ServeError, ServeOptions, serve as run_server
+    except ImportError as e:
+        fail(f"lookahead serve needs the serve extra: pip install 'lookahead[serve]' ({e})")
+    opts = ServeOptions(model=model, host=host, port=port, drafter=drafter, dtype=dtype, device=device,
+                        config=EngineConfig(**engine), threads=threads, max_queue=max_queue)
+    try:
+        run_server(opts)
+    except (ServeError, ValueError) as e:  # a taken port, a bad model: one line
+        fail(str(e))
+
+
 def _tokenizer(model: Optional[str]):
     """text -> ids with the model's tokenizer (no special tokens), as `lookahead run --corpus` encodes."""
     from lookahead.models import load_tokenizer
