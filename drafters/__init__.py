@@ -7,8 +7,10 @@ from .calibration import Calibrated, OnlineCalibrator
 from .mixer import MixerDrafter, make_drafter
 from .retrieval import CorpusError, RetrievalDrafter, RetrievalStore
 from .source_aligned import SourceAlignedDrafter
+from .recycling import TokenRecyclingDrafter
 
 __all__ = ["Drafter", "DrafterError", "RequestStates", "DraftTree", "TreeBudget", "TreeError", "TrieBuilder",
            "PromptLookupDrafter", "SuffixAutomatonDrafter",
            "Calibrated", "OnlineCalibrator", "MixerDrafter", "make_drafter",
-           "RetrievalDrafter", "RetrievalStore", "SourceAlignedDrafter", "CorpusError"]
+           "RetrievalDrafter", "RetrievalStore", "SourceAlignedDrafter", "CorpusError",
+           "TokenRecyclingDrafter"]

@@ -91,6 +91,10 @@ def _single(name: str, store, kw) -> Drafter:
         from .suffix_automaton import SuffixAutomatonDrafter
 
         return SuffixAutomatonDrafter(**kw)
+    if name == "recycling":
+        from .recycling import TokenRecyclingDrafter
+
+        return TokenRecyclingDrafter(**kw)
     if name == "retrieval":
         from .retrieval import RetrievalDrafter
 

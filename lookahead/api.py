@@ -173,7 +173,7 @@ class Lookahead:
             tau=len(out) / max(1, req.forwards), latency_s=(req.finished_at or time.perf_counter()) - req.arrived,
             drafted=req.drafted, accepted=req.accepted,
             finish_reason="error" if req.error else "stop" if stopped else "length", error=req.error,
-            prompt_ids=req.prompt_ids, logprobs=logprobs,
+            prompt_ids=req.prompt_ids, logprobs=logprobs, successors=req.successors or None,
         )
 
 

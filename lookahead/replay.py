@@ -47,6 +47,7 @@ class TraceRecord:
     id: str
     prompt_ids: list[int]  # [P] the prompt as the target saw it, P >= 1
     output_ids: list[int]  # [O] the recorded greedy output
+    successors: list[list[int]] | None = None  # [O][k] the target's likeliest tokens at each output position
 
 
 @dataclass
@@ -112,7 +113,11 @@ def read_trace(path: str | Path) -> list[TraceRecord]:
                 and obj["prompt_ids"] and "id" in obj):
             raise TraceError(f"{path}:{i}: not a trace line (expected a JSON object with id, "
                              f"a non-empty prompt_ids and output_ids lists of token ids)")
-        records.append(TraceRecord(str(obj["id"]), obj["prompt_ids"], obj["output_ids"]))
+        succ = obj.get("successors")
+        if succ is not None and not (isinstance(succ, list) and len(succ) == len(obj["output_ids"])
+                                     and all(_ids(row) and row for row in succ)):
+            raise TraceError(f"{path}:{i}: \"successors\" must hold one non-empty list of token ids per output token")
+        records.append(TraceRecord(str(obj["id"]), obj["prompt_ids"], obj["output_ids"], succ))
     if not records:
         raise TraceError(f"trace {path} has no records")
     return records
@@ -151,7 +156,8 @@ def replay_engine(records: list[TraceRecord], drafter: Drafter | None, config: R
                   target: RecordedTarget | None = None, clock=None) -> Engine:
     """An engine over a RecordedTarget of `records` (or `target`) with room for all of them at once;
     `clock`: the engine's clock (default: real time)."""
-    target = target or RecordedTarget({r.id: r.prompt_ids + r.output_ids for r in records})
+    target = target or RecordedTarget({r.id: r.prompt_ids + r.output_ids for r in records},
+                                      successors={r.id: r.successors for r in records if r.successors})
     room = sum(len(r.prompt_ids) + limit + config.max_depth + 1 for r in records)
     engine_config = EngineConfig(max_nodes=config.max_nodes, max_depth=config.max_depth, controller=config.controller,
                                  max_batch_size=config.max_batch_size, prefill_chunk=config.prefill_chunk,

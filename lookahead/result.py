@@ -25,10 +25,11 @@ class Result:
     error: str | None = None
     prompt_ids: list[int] | None = None
     logprobs: list[dict] | None = None  # per output token when asked for: token, id, logprob, top_logprobs
+    successors: list[list[int]] | None = None  # per output token, the target's likeliest there (for traces)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__
-             if k not in ("token_ids", "prompt_ids", "logprobs")}
+             if k not in ("token_ids", "prompt_ids", "logprobs", "successors")}
         d["output_ids"] = self.token_ids
         if self.logprobs is not None:
             d["logprobs"] = self.logprobs

@@ -68,20 +68,23 @@ def repetitive_prompts(n, vocab=97, seed=3):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_replay_tau_equals_engine_tau(batch):
+@pytest.mark.parametrize("name", ["prompt-lookup", "recycling"])
+def test_replay_tau_equals_engine_tau(batch, name):
     model = tiny_model("llama", seed=1)
     prompts = repetitive_prompts(5)
     # "fixed" verifies the whole pruned tree, as replay does; goodput's choices depend on measured step times
     config = EngineConfig(max_nodes=8, max_depth=4, max_batch_size=batch, prefill_chunk=16, controller="fixed")
-    engine = Engine(model, drafter=make_drafter("prompt-lookup"), config=config)
+    engine = Engine(model, drafter=make_drafter(name), config=config)
+    engine.record_successors = 8  # what a trace keeps for successor drafters (the runner's --trace-output)
     reqs = engine.run(prompts, SamplingParams(max_new_tokens=40))
     assert all(r.error is None for r in reqs.values())
     tokens = sum(len(r.output_ids) for r in reqs.values())
     forwards = sum(r.forwards for r in reqs.values())
     assert forwards < tokens  # the drafter did accept something: the comparison is not trivial
     # the trace in admission order (the runner writes finish order; see the replay module)
-    records = [TraceRecord(rid, r.prompt_ids, r.output_ids) for rid, r in reqs.items()]
-    report = replay(records, make_drafter("prompt-lookup"),
+    records = [TraceRecord(rid, r.prompt_ids, r.output_ids, r.successors) for rid, r in reqs.items()]
+    assert all(len(r.successors) == len(r.output_ids) for r in records)
+    report = replay(records, make_drafter(name),
                     ReplayConfig(max_nodes=8, max_depth=4, max_batch_size=batch, prefill_chunk=16, max_new_tokens=40))
     assert report.tau == tokens / forwards
     assert (report.output_tokens, report.target_forwards) == (tokens, forwards)
@@ -171,7 +174,8 @@ def test_arctic_missing_is_one_line(tmp_path, monkeypatch):
     assert res.stderr.count("\n") == 1 and "pip install --no-build-isolation" in res.stderr
 
 
-@pytest.mark.parametrize("name", ["none", "prompt-lookup", "suffix", "retrieval", "source", "auto", "hf-chain"])
+@pytest.mark.parametrize("name", ["none", "prompt-lookup", "suffix", "retrieval", "source", "recycling", "auto",
+                                  "hf-chain"])
 def test_every_builtin_drafter_replays(name):
     recs = [TraceRecord(f"r{i}", p, p[3:] + p[:5]) for i, p in enumerate(repetitive_prompts(3).values())]
     report = replay(recs, build_drafter(name), ReplayConfig(max_nodes=16, max_depth=8, max_batch_size=2))

@@ -21,7 +21,7 @@ import torch
 
 from conftest import tiny_model
 from lookahead.engine import accept as engine_module
-from lookahead.drafters import Drafter, DraftTree, TreeBudget
+from lookahead.drafters import Drafter, DraftTree, TokenRecyclingDrafter, TreeBudget
 from lookahead.engine import Engine, EngineConfig, SamplingParams
 from lookahead.engine.acceptance import Acceptance, accept_sampling, children_lists
 
@@ -327,13 +327,15 @@ def fit_pvalues(outputs: np.ndarray, p1: np.ndarray, joint23: np.ndarray) -> lis
 E2E_RUNS = 6000 if FULL else 1200
 
 
-@pytest.mark.parametrize("temperature,top_p", [(1.5, 1.0), (1.0, 0.9)])
-def test_engine_speculative_sampling_matches_plain(temperature, top_p):
+@pytest.mark.parametrize("temperature,top_p,drafter", [(1.5, 1.0, "random"), (1.0, 0.9, "random"),
+                                                        (1.5, 1.0, "recycling")])
+def test_engine_speculative_sampling_matches_plain(temperature, top_p, drafter):
+    """Random trees, and the target's own recycled candidates (which learn from the sampled positions)."""
     model = tiny_model(seed=1, vocab=E2E_VOCAB)
     p1, joint = exact_model_tokens_2_3(model, temperature, top_p)
     plain, _ = engine_outputs(model, None, E2E_RUNS, temperature, top_p, seed=1)
-    spec, accepted = engine_outputs(model, RandomTreeDrafter(E2E_VOCAB, seed=2, max_nodes=16), E2E_RUNS,
-                                    temperature, top_p, seed=1)
+    trees = RandomTreeDrafter(E2E_VOCAB, seed=2, max_nodes=16) if drafter == "random" else TokenRecyclingDrafter()
+    spec, accepted = engine_outputs(model, trees, E2E_RUNS, temperature, top_p, seed=1)
     assert accepted > E2E_RUNS // 4  # trees were really used
     for name, outputs in (("plain", plain), ("speculative", spec)):
         pvalues = fit_pvalues(outputs, p1, joint)

@@ -6,9 +6,10 @@ from lookahead.engine.request import isolated
 from lookahead.engine.step import StepItem, Verified
 
 
-def accept(items: list[StepItem], verified: Verified) -> None:
-    """Set each item's `result` (with its tokens' log-probabilities when the request asks for them): None
-    for a prefill chunk (nothing to decide yet) or a request whose acceptance failed (its error set)."""
+def accept(items: list[StepItem], verified: Verified, successors: int = 0) -> None:
+    """Set each item's `result` (with its tokens' log-probabilities when the request asks for them, and
+    the target's `successors` likeliest tokens at each when > 0): None for a prefill chunk (nothing to
+    decide yet) or a request whose acceptance failed (its error set)."""
     targets = verified.choices().cpu().numpy()  # waits for the forward
     indptr = verified.inputs.logit_indptr.tolist()
     for b, it in enumerate(items):
@@ -24,3 +25,6 @@ def accept(items: list[StepItem], verified: Verified) -> None:
                                                                p.top_k, p.min_p))
         if it.result is not None and p.logprobs is not None:
             it.result.logprobs = token_logprobs(rows, it.result, p.logprobs)
+        if it.result is not None and successors:
+            likeliest = verified.likeliest([lo + r for r in it.result.rows], successors)
+            it.result.successors = None if likeliest is None else likeliest.cpu().numpy()

@@ -7,11 +7,11 @@ Greedy example: the target wants 7 then 9; the tree offers 7→8 and 7→9 and 4
 >>> from lookahead.drafters import DraftTree
 >>> tree = DraftTree.from_paths([[7, 8], [7, 9], [4]])
 >>> accept_greedy(tree, np.array([7, 9, 0, 5, 3]))  # argmax at root, node 0 (7), 1 (8), 2 (9), 3 (4)
-Acceptance(nodes=[0, 2], tokens=[7, 9, 5], logprobs=None)
+Acceptance(nodes=[0, 2], tokens=[7, 9, 5])
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,7 +23,13 @@ from lookahead.drafters.tree import DraftTree
 class Acceptance:
     nodes: list[int]  # accepted tree nodes, root to leaf
     tokens: list[int]  # their tokens plus the target's bonus token
-    logprobs: list[dict] | None = None  # per token, when asked for (token_logprobs)
+    logprobs: list[dict] | None = field(default=None, repr=False)  # per token, when asked for (token_logprobs)
+    successors: np.ndarray | None = field(default=None, repr=False)  # int64 [len(tokens), k]: the target's likeliest at each
+
+    @property
+    def rows(self) -> list[int]:
+        """The logit row that chose each token: the root's (row 0), then each accepted node's."""
+        return [0] + [1 + n for n in self.nodes]
 
 
 def children_lists(tree: DraftTree) -> list[list[int]]:
@@ -121,7 +127,7 @@ def token_logprobs(logits: torch.Tensor, acc: Acceptance, top: int) -> list[dict
     [(1, -0.313, 1), (0, -0.127, 0)]
     """
     out = []
-    for row, token in zip([0] + [1 + n for n in acc.nodes], acc.tokens):
+    for row, token in zip(acc.rows, acc.tokens):
         lp = torch.log_softmax(logits[row].double(), dim=-1)
         best = lp.topk(top) if top else None
         out.append({"token": token, "logprob": float(lp[token]),

@@ -73,7 +73,7 @@ def _check(obj, ranges: dict[str, Range], error: type[OptionError]) -> None:
 
 # The names every surface accepts (CLI flags, the Python API, request lines), defined once here.
 CONTROLLERS = ("goodput", "fixed", "off")
-DRAFTERS = ("none", "prompt-lookup", "suffix", "retrieval", "source", "auto")  # drafters.make_drafter
+DRAFTERS = ("none", "prompt-lookup", "suffix", "retrieval", "source", "recycling", "auto")  # drafters.make_drafter
 PEER_DRAFTERS = ("hf-chain", "arctic-suffix", "arctic-suffix-chain")  # peers' rules, replay only
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # models.pick_dtype
 DEVICES = ("auto", "cpu", "cuda")  # models.pick_device

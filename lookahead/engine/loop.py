@@ -68,6 +68,7 @@ class Engine:
         self.running: list[Request] = []
         self.step_log: list[StepStats] = []
         self.memory = MemoryBackoff(self.config.max_nodes, self.config.max_batch_size)
+        self.record_successors = 0  # k > 0: every request keeps the target's k likeliest tokens per output token
 
     # ---- request lifecycle ----------------------------------------------------------------------
     def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None,
@@ -185,12 +186,19 @@ class Engine:
         forward and acceptance only."""
         start = self.clock()
         verified = verify(self.model, self.cache, items, self._linears, self.config.exact)
-        accept(items, verified)
+        accept(items, verified, self.successors_k)
         inputs = verified.inputs
         stats = StepStats(len(items), int(inputs.input_ids.numel()), int(inputs.kv_lens.sum()),
                           sum(len(it.tree) for it in items), self.clock() - start)
         commit(self.cache, items, verified)
         return stats
+
+    @property
+    def successors_k(self) -> int:
+        """How many of the target's likeliest tokens to keep per committed position: what the drafter asks
+        for, or `record_successors` (a trace being written), whichever is more."""
+        wanted = self.drafter.successors_wanted if self.drafter is not None else 0
+        return max(wanted, self.record_successors)
 
     @property
     def oom_retries(self) -> int:

@@ -45,19 +45,25 @@ class SimulatedClock:
 class RecordedTarget(torch.nn.Module):
     """sequences: request id -> prompt + recorded output. eos_id: the choice past a recording's end.
 
+    successors  request id -> the target's likeliest tokens at each recorded output position (int [O][k],
+                best first), as `lookahead run --trace-output` records them; rows past them repeat eos_id
     vocab_size  the logits' width (with a model: its own)
     model       a causal LM with our attention, run for its cost (None: no forward at all)
     cost, clock the cost curve and the clock it moves, per forward (both or neither)
     """
 
     def __init__(self, sequences: dict[str, list[int]], eos_id: int = 0, vocab_size: int | None = None,
-                 model=None, cost: CostCoefficients | None = None, clock: SimulatedClock | None = None):
+                 model=None, cost: CostCoefficients | None = None, clock: SimulatedClock | None = None,
+                 successors: dict[str, list[list[int]]] | None = None):
         super().__init__()
         if (cost is None) != (clock is None):
             raise ValueError("a cost curve needs the clock it moves, and a clock its cost curve")
         self.sequences, self.eos_id, self.model, self.cost, self.clock = sequences, eos_id, model, cost, clock
+        self.successors = successors or {}
+        self.k = min((len(rows[0]) for rows in self.successors.values() if rows), default=0)
+        recorded = [t for rows in self.successors.values() for row in rows for t in row]
         if model is None:
-            self.vocab_size = vocab_size or 1 + max(max(s) for s in sequences.values())
+            self.vocab_size = vocab_size or 1 + max(max(max(s) for s in sequences.values()), max(recorded, default=0))
             # One KV head of one dimension in one layer: the engine's cache and scratch cost nothing.
             self.config = SimpleNamespace(num_hidden_layers=1, num_key_value_heads=1, num_attention_heads=1,
                                           head_dim=1, hidden_size=1, max_position_embeddings=1 << 30,
@@ -79,8 +85,15 @@ class RecordedTarget(torch.nn.Module):
         rows = logits_to_keep.cpu()
         owner = torch.searchsorted(lookahead_step.qo_indptr.cpu().long(), rows, right=True) - 1
         positions = position_ids[0].cpu()[rows].tolist()
-        choice = []
+        choice, likeliest = [], []
         for b, p in zip(owner.tolist(), positions):
-            seq = self.sequences[lookahead_step.request_ids[b]]
+            rid = lookahead_step.request_ids[b]
+            seq = self.sequences[rid]
             choice.append(seq[p + 1] if p + 1 < len(seq) else self.eos_id)
-        return SimpleNamespace(logits=None, greedy=torch.tensor(choice, dtype=torch.int64, device=input_ids.device))
+            if self.k:
+                rows = self.successors.get(rid, [])
+                j = p + 1 - (len(seq) - len(rows))  # the output position this row chooses
+                likeliest.append(rows[j][: self.k] if 0 <= j < len(rows) else [self.eos_id] * self.k)
+        device = input_ids.device
+        topk = torch.tensor(likeliest, dtype=torch.int64, device=device).view(-1, self.k) if self.k else None
+        return SimpleNamespace(logits=None, greedy=torch.tensor(choice, dtype=torch.int64, device=device), topk=topk)

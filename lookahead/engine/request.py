@@ -27,6 +27,7 @@ class Request:
     source_ids: list[int] | None = None  # text a rewriting request copies from (for source-aware drafters)
     logprobs: list[dict] = field(default_factory=list)  # per output token, when params.logprobs is set
     stop_text_end: int | None = None  # a stop string ended the output: its text is cut here (characters)
+    successors: list[list[int]] = field(default_factory=list)  # per output token, the target's likeliest there
 
     @property
     def output_ids(self) -> list[int]:

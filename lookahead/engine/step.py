@@ -38,6 +38,7 @@ class Verified:
                                             None from a target that gives only its choices
     scratch_k  [L, ΣT, kv_heads, head_dim]  the new tokens' keys (values alike), for commit to copy
     greedy     int64 [R]                    the rows' argmax, where the target gives it (a recorded one)
+    topk       int64 [R, k]                 the rows' likeliest tokens, where the target gives them
     """
 
     inputs: StepInputs
@@ -45,10 +46,18 @@ class Verified:
     scratch_k: torch.Tensor
     scratch_v: torch.Tensor
     greedy: torch.Tensor | None = None
+    topk: torch.Tensor | None = None
 
     def choices(self) -> torch.Tensor:
         """int64 [R]: each row's greedy choice."""
         return self.greedy if self.greedy is not None else self.logits.argmax(-1)
+
+    def likeliest(self, rows: list[int], k: int) -> torch.Tensor | None:
+        """int64 [len(rows), k]: the k likeliest tokens of these rows, best first (row by row); None from a
+        target that gives neither logits nor them (a trace recorded without them)."""
+        if self.topk is not None:
+            return self.topk[rows, :k]
+        return None if self.logits is None else self.logits[rows].topk(k, dim=-1).indices
 
 
 @dataclass

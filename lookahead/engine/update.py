@@ -23,6 +23,10 @@ def update(items: list[StepItem], eos: set[int], drafter: Drafter | None, now: f
             new = new[: len(new) - cut_at_stop(req, tokenizer)]
         if res.logprobs is not None:
             req.logprobs += res.logprobs[: len(new)]
+        if res.successors is not None:
+            req.successors += res.successors[: len(new)].tolist()
+            if drafter is not None:
+                isolated(req, lambda: drafter.observe_successors(req.id, res.successors[: len(new)]))
         req.forwards += 1
         req.drafted += len(it.tree)
         req.accepted += len(res.nodes)

@@ -33,4 +33,5 @@ def verify(model, cache: PagedKVCache, items: list[StepItem], linears, exact: bo
         out = model(input_ids=inputs.input_ids[None], position_ids=inputs.position_ids[None],
                     lookahead_step=step, use_cache=False, logits_to_keep=inputs.logit_rows)
     logits = None if out.logits is None else out.logits[0].float()
-    return Verified(inputs, logits, step.scratch_k, step.scratch_v, getattr(out, "greedy", None))
+    return Verified(inputs, logits, step.scratch_k, step.scratch_v, getattr(out, "greedy", None),
+                    getattr(out, "topk", None))

@@ -59,6 +59,9 @@ class RunOptions:
     workers: int | None = None  # engines on that cluster (None: one per GPU, or per 2 CPU cores)
 
 
+TRACE_SUCCESSORS = 8  # the target's likeliest tokens a trace keeps per output position (replay's drafters use <= 8)
+
+
 class RunError(ValueError):
     """A run stopped by --on-error fail (one line for the user)."""
 
@@ -116,6 +119,8 @@ def run_requests(opts: RunOptions) -> dict:
                           controller=opts.controller, exact=opts.exact)
     with console.status("loading model" if opts.ray is None else "starting the Ray workers"):
         lm = open_engine(opts, config, task, store_docs)
+    if opts.trace_output and opts.ray is None:  # the trace carries what successor drafters learn from
+        lm.engine.record_successors = TRACE_SUCCESSORS
     try:
         return decode_requests(opts, lm, lines, task, console)
     finally:
@@ -169,7 +174,8 @@ def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, con
                     failures.append((res.id, res.error))
                 results.append(res)
                 if res.error is None:  # trace first: a kill between the two writes leaves no traced orphan
-                    write(trace, {"id": res.id, "prompt_ids": res.prompt_ids, "output_ids": res.token_ids})
+                    write(trace, {"id": res.id, "prompt_ids": res.prompt_ids, "output_ids": res.token_ids,
+                                  "successors": res.successors})
                 emit(res.id, result_line(specs[res.id], res.to_dict()))
                 tokens = sum(r.output_tokens for r in results)
                 progress.update(bar, advance=1, rate=f"{tokens / (time.perf_counter() - start):.1f} tok/s")
