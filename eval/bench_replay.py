@@ -1,17 +1,23 @@
 """Replay τ of every drafter against the peers' rules, on recorded greedy traces (no model).
 
 For each trace and node budget: our drafters (prompt lookup, suffix automaton,
-retrieval over past outputs, source-aligned, the mixer), Hugging Face's chain rule
-(`hf-chain`) and SuffixDecoding (`arctic-suffix`, swept over its settings and shown
-at its best). τ counts the prefill forward like the engine does.
+retrieval over past outputs, source-aligned, token recycling, the mixer), Hugging Face's chain
+rule (`hf-chain`) and SuffixDecoding (`arctic-suffix`, swept over its settings and shown at its
+best). τ counts the prefill forward like the engine does.
 
-  python -m lookahead.eval.bench_replay eval/traces/gec-smollm2-128.jsonl eval/traces/rag-smollm2-128.jsonl
+Every trace splits into a tuning half and a held-out half by a hash of the request id
+(`half_of`): the drafters' constants are chosen on the tuning half; the held-out half is what
+the tables report as unseen.
+
+  python -m lookahead.eval.bench_replay eval/traces/gec-smollm2-128.jsonl eval/traces/rag-smollm2-128.jsonl \
+      --half held-out
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +27,17 @@ from lookahead.drafters.peers import ArcticSuffixDrafter, HFChainDrafter
 from lookahead.replay import ReplayConfig, read_trace, replay
 from lookahead.eval.tables import markdown_table
 
-OURS = ("prompt-lookup", "suffix", "retrieval", "source", "auto")
+OURS = ("prompt-lookup", "suffix", "retrieval", "source", "recycling", "auto")
+HALVES = ("tune", "held-out", "all")
+
+
+def half_of(request_id: str) -> str:
+    """The half a request belongs to, fixed by its id alone (whatever the trace's order or size).
+
+    >>> [half_of(f"gec-00{i}") for i in range(6)]
+    ['held-out', 'held-out', 'held-out', 'held-out', 'tune', 'tune']
+    """
+    return "tune" if zlib.crc32(request_id.encode()) % 2 == 0 else "held-out"
 ARCTIC_SWEEP = {"tree": (True, False), "max_spec_factor": (1.0, 2.0, 4.0), "min_token_prob": (0.0, 0.1)}
 
 
@@ -58,10 +74,10 @@ def best_arctic(records, config: ReplayConfig):
     return best
 
 
-def bench(traces: list[Path], budgets: list[int], max_depth: int, with_arctic: bool) -> list[Row]:
+def bench(traces: list[Path], budgets: list[int], max_depth: int, with_arctic: bool, half: str = "all") -> list[Row]:
     rows = []
     for trace in traces:
-        records = read_trace(trace)
+        records = [r for r in read_trace(trace) if half == "all" or half_of(r.id) == half]
         for nodes in budgets:
             config = ReplayConfig(max_nodes=nodes, max_depth=max_depth, max_batch_size=1)
             reports = [("hf-chain", replay(records, HFChainDrafter(), config))]
@@ -71,7 +87,7 @@ def bench(traces: list[Path], budgets: list[int], max_depth: int, with_arctic: b
             base = reports[0][1].tau
             for name, rep in reports:
                 s = rep.summary()
-                rows.append(Row(trace.stem, name, nodes, s["tau"], s["mean_nodes"], s["mean_accepted"],
+                rows.append(Row(trace.stem if half == "all" else f"{trace.stem} ({half})", name, nodes, s["tau"], s["mean_nodes"], s["mean_accepted"],
                                 s["propose_us_p50"], s["tau"] / base))
     return rows
 
@@ -89,9 +105,10 @@ def main(argv=None) -> None:
     ap.add_argument("--budgets", nargs="+", type=int, default=[16, 64])
     ap.add_argument("--max-depth", type=int, default=16)
     ap.add_argument("--no-arctic", action="store_true", help="skip SuffixDecoding (needs the `arctic` extra)")
+    ap.add_argument("--half", choices=HALVES, default="all", help="the requests to replay (see half_of)")
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args(argv)
-    rows = bench(args.traces, args.budgets, args.max_depth, not args.no_arctic)
+    rows = bench(args.traces, args.budgets, args.max_depth, not args.no_arctic, args.half)
     print(markdown(rows))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps([asdict(r) for r in rows], indent=1))
