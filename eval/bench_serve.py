@@ -190,13 +190,14 @@ def soak(args, cases: list[dict], n: int) -> dict:
         engine, tasks = server.server.engine, server.server.uvicorn.server_state.tasks
         while (engine.running() or engine.waiting() or tasks) and time.monotonic() < end:
             time.sleep(0.05)
+        running_tasks = len(tasks)  # counted before the scrape, whose own connection is a task too
         m = scrape(server.url)
         out = {"requests": n, "clients_left_early": left[0], "seconds": seconds,
                "cancelled": m['lookahead_requests_total{outcome="cancelled"}'],
                "served": m['lookahead_requests_total{outcome="served"}'],  # the warm-up ran in-process
                "kv_blocks_allocated": engine.total_blocks - engine.free_blocks(),
                "requests_in_engine": engine.running() + engine.waiting() + len(engine._jobs),
-               "connection_tasks_running": len(tasks)}
+               "connection_tasks_running": running_tasks}
     return out
 
 
