@@ -6,9 +6,9 @@
 >>> r.text, r.tau                                      # doctest: +SKIP
 ('The quick brown fox.', 3.2)
 
-The default is the bundled SmolLM2 on the CPU in fp32, with the `auto` drafter (a
-mixer of prompt lookup, the suffix automaton and retrieval over past outputs) and
-the goodput controller.
+The default is the bundled SmolLM2 on the CPU in the dtype `auto` picks (bf16 where the CPU has
+native bf16, else fp32), with the `auto` drafter (a mixer of prompt lookup, the suffix automaton,
+token recycling and retrieval over past outputs) and the goodput controller.
 """
 from __future__ import annotations
 

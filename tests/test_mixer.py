@@ -52,7 +52,7 @@ def test_factory_names():
     assert isinstance(make_drafter("suffix", calibrate=False), SuffixAutomatonDrafter)
     auto = make_drafter("auto")
     assert isinstance(auto.drafter, MixerDrafter)
-    assert [m.name for m in auto.drafter.drafters] == ["prompt-lookup", "suffix"]
+    assert [m.name for m in auto.drafter.drafters] == ["prompt-lookup", "suffix", "recycling"]
 
 
 def test_factory_rejects_unknown_names_in_one_line():
@@ -73,6 +73,7 @@ def test_auto_adds_retrieval_and_source_lazily(monkeypatch):
     monkeypatch.setitem(sys.modules, "lookahead.drafters.retrieval", retrieval)
     monkeypatch.setitem(sys.modules, "lookahead.drafters.source_aligned", source)
     auto = make_drafter("auto", store="STORE", task="gec")
-    assert [m.name for m in auto.drafter.drafters] == ["prompt-lookup", "suffix", "retrieval", "source"]
-    assert auto.drafter.drafters[2].drafter.store == "STORE"
-    assert [m.name for m in make_drafter("auto", task="rag").drafter.drafters] == ["prompt-lookup", "suffix"]
+    assert [m.name for m in auto.drafter.drafters] == ["prompt-lookup", "suffix", "recycling", "retrieval", "source"]
+    assert auto.drafter.drafters[3].drafter.store == "STORE"
+    assert [m.name for m in make_drafter("auto", task="rag").drafter.drafters] == ["prompt-lookup", "suffix",
+                                                                                    "recycling"]
