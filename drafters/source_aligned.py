@@ -86,7 +86,8 @@ def _propose(source, pointer, edit_len, max_skip, max_nodes, max_depth):
                 tok[c], par[c], score[c] = source[j], node, firsts[k] if j == starts[k] else CHAIN_SCORE
                 sibling[c], first[node + 1] = first[node + 1], c
             node = c
-    return prune(tok[:n], par[:n], score[:n], max_nodes, max_depth)
+    tok, par, score, _ = prune(tok[:n], par[:n], score[:n], max_nodes, max_depth)  # valid by construction
+    return tok, par, score
 
 
 @dataclass

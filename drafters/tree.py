@@ -56,20 +56,23 @@ class DraftTree:
         self.tokens = np.ascontiguousarray(self.tokens, dtype=np.int64)
         self.parents = np.ascontiguousarray(self.parents, dtype=np.int32)
         self.scores = np.ascontiguousarray(self.scores, dtype=np.float32)
-        n = len(self.tokens)
-        if self.tokens.ndim != 1 or self.parents.shape != (n,) or self.scores.shape != (n,):
-            raise TreeError(
-                f"tokens, parents and scores must be 1-D of one length, got "
-                f"{self.tokens.shape}, {self.parents.shape}, {self.scores.shape}"
-            )
-        if n and (self.parents >= np.arange(n)).any():
-            raise TreeError("every parent must come before its child (parents[i] < i)")
-        if n and (self.parents < -1).any():
-            raise TreeError("parents must be -1 (root) or a node index")
-        if n and ((self.scores < 0) | (self.scores > 1) | ~np.isfinite(self.scores)).any():
-            raise TreeError("scores must be probabilities in [0, 1]")
-        if n and (self.tokens < 0).any():
-            raise TreeError("token ids must be non-negative")
+        if self.tokens.ndim != 1 or self.parents.ndim != 1 or self.scores.ndim != 1:
+            self._broken(1)
+        self._broken(kernels.broken_rule(self.tokens, self.parents, self.scores))
+
+    RULES = ("tokens, parents and scores must be 1-D of one length",
+             "every parent must come before its child (parents[i] < i)",
+             "parents must be -1 (root) or a node index",
+             "scores must be probabilities in [0, 1]",
+             "token ids must be non-negative")
+
+    def _broken(self, rule: int) -> None:
+        """Raise TreeError for rule number `rule` (1-based, as tree_kernels.broken_rule); 0 = none."""
+        if rule == 1:
+            raise TreeError(f"{self.RULES[0]}, got {np.shape(self.tokens)}, {np.shape(self.parents)}, "
+                            f"{np.shape(self.scores)}")
+        if rule:
+            raise TreeError(self.RULES[rule - 1])
 
     # ---- construction -------------------------------------------------------------
     @staticmethod
@@ -160,11 +163,11 @@ class DraftTree:
 
         A node's path probability never exceeds its parent's, so the top-k set by
         path probability (ties broken toward earlier nodes) is always a valid subtree.
+        Raises TreeError if the tree breaks a rule of the constructor.
         """
-        if len(self) <= budget.max_nodes and len(self) <= budget.max_depth:
-            return self  # no node can be cut: at most len(self) deep
-        tokens, parents, scores = kernels.prune(self.tokens, self.parents, self.scores,
-                                                budget.max_nodes, budget.max_depth)
+        tokens, parents, scores, broken = kernels.prune(self.tokens, self.parents, self.scores,
+                                                        budget.max_nodes, budget.max_depth)
+        self._broken(broken)  # a drafter's unchecked tree may be malformed: the engine learns it here
         return self if tokens is self.tokens else DraftTree.unchecked(tokens, parents, scores)
 
     @staticmethod
@@ -176,10 +179,12 @@ class DraftTree:
         """
         if not trees:
             return DraftTree.empty()
-        tokens, parents, scores = kernels.merge(
+        tokens, parents, scores, broken = kernels.merge(
             np.concatenate([t.tokens for t in trees]), np.concatenate([t.parents for t in trees]),
             np.concatenate([t.scores for t in trees]), np.array([len(t) for t in trees], np.int64),
             np.ones(len(trees)) if weights is None else np.asarray(weights, np.float64))
+        if broken:
+            raise TreeError(DraftTree.RULES[broken - 1])
         return DraftTree.unchecked(tokens, parents, scores)
 
 

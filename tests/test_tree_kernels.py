@@ -6,10 +6,11 @@ checking constructor here, as do the trees of the drafters whose kernels use the
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lookahead.drafters import DraftTree, RetrievalStore, SourceAlignedDrafter, TreeBudget
+from lookahead.drafters import DraftTree, RetrievalStore, SourceAlignedDrafter, TreeBudget, TreeError
 
 
 @st.composite
@@ -96,3 +97,26 @@ def test_drafters_trees_pass_the_checks(source, output, max_nodes, max_depth):
     store = RetrievalStore(key_len=4, probes=4, max_children=3)
     store.add(source)
     checked(store.draft(output or [0], budget)[0])
+
+
+MALFORMED = {  # unchecked trees a buggy drafter might return -> the rule they break
+    "a node its own parent": ([5, 6], [-1, 1], [1.0, 1.0], "every parent must come before"),
+    "a parent past the end": ([5, 6], [-1, 7], [1.0, 1.0], "every parent must come before"),
+    "a parent below -1": ([5, 6], [-1, -3], [1.0, 1.0], "parents must be -1"),
+    "a NaN score": ([5, 6], [-1, 0], [1.0, np.nan], "scores must be probabilities"),
+    "a negative token": ([5, -6], [-1, 0], [1.0, 1.0], "token ids must be non-negative"),
+    "arrays of two lengths": ([5, 6], [-1], [1.0, 1.0], "of one length"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_prune_merge_and_the_constructor_reject_malformed_trees(case):
+    tokens, parents, scores, message = MALFORMED[case]
+    arrays = np.array(tokens, np.int64), np.array(parents, np.int32), np.array(scores, np.float32)
+    bad = DraftTree.unchecked(*arrays)
+    with pytest.raises(TreeError, match=message):
+        bad.prune(TreeBudget(8, 8))
+    with pytest.raises(TreeError, match=message):
+        DraftTree.merge([DraftTree.chain([1, 2]), bad])
+    with pytest.raises(TreeError, match=message):
+        DraftTree(*arrays)
