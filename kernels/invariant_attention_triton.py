@@ -13,8 +13,9 @@ cache when it is below the request's kv_len, else the new token that is the quer
 ancestor at that position, read through an ancestor table. So a token sees the same keys in
 the same slots, in the same order, whether its ancestors are cached or are nodes of the same
 tree, and every tile has the same shape whatever the batch: the same floating-point
-operations run. Splits cut positions at fixed multiples of SPLIT_BLOCKS * BLOCK_N (never by
-batch or tree size); the merge folds a token's own splits in position order.
+operations run. Splits cut positions at fixed multiples of SPLIT (never by batch or tree size);
+the merge folds a token's own splits in position order. BLOCK_N and the pipeline depth follow the
+GPU's shared memory (`plan_tiles`), never the batch, so invariance holds on every GPU.
 
 The price against tree_attention_triton.py: a tree's nodes each read the shared prefix
 (the other kernel loads a KV tile once per tile of nodes), and one token per program pads
@@ -37,18 +38,24 @@ torch.Size([2, 1, 4])
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 
 import torch
 import triton
 import triton.language as tl
 
+from .kernel_variant import KernelVariant
+from .shared_memory import MAX_BLOCK_D, MAX_BLOCK_M, fit_pipeline, shared_memory_limit, tile_bytes
 from .tree_attention import memoised, unpack_mask
-from .tree_attention_triton import _LOG2E, _fold_partial, _online_softmax_step, kernel_layout
+from .tree_attention_triton import (_FP32_WARPS, _LOG2E, _fold_partial, _online_softmax_step, kernel_layout,
+                                    merge_heads, powers_of_2)
 
-BLOCK_N = 64  # key positions per block
 # Positions per split: 1024 keys of 128 dims in bf16 are 256 KiB of K and V per program, and a
-# 32k context still gives 32 splits per (token, KV head) to spread over the SMs.
-SPLIT_BLOCKS = 16
+# 32k context still gives 32 splits per (token, KV head) to spread over the SMs. A multiple of
+# every BLOCK_N (shared_memory.PIPELINES).
+SPLIT = 1024
+# KV tiles loaded per block: K and V, each from the cache and from the new tokens (tl.where picks).
+_KV_LOADS = 4
 
 
 @dataclass
@@ -92,7 +99,7 @@ def plan_inputs(block_table, kv_lens, qo_indptr, tree_mask, page: int,
     capacity = block_table.shape[1] * page + width  # no position can reach this
     return InvariantInputs(request.to(torch.int32), positions.to(device, torch.int32),
                            anc[:, :width].to(torch.int32).contiguous(),
-                           triton.cdiv(capacity, SPLIT_BLOCKS * BLOCK_N))
+                           triton.cdiv(capacity, SPLIT))
 
 
 @triton.jit
@@ -115,7 +122,7 @@ def _invariant_partials(
     stride_ps, stride_pt, stride_ph,
     stride_ls, stride_lt,
     HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, PAGE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, SPLIT_BLOCKS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, SPLIT: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     i = tl.program_id(0).to(tl.int64)
@@ -123,8 +130,8 @@ def _invariant_partials(
     split = tl.program_id(2)
     p_q = tl.load(POSITIONS + i)
     lo = _window_start(p_q, window, HAS_WINDOW)
-    first = tl.maximum(lo // BLOCK_N, split * SPLIT_BLOCKS)
-    last = tl.minimum(p_q // BLOCK_N + 1, (split + 1) * SPLIT_BLOCKS)
+    first = tl.maximum(lo // BLOCK_N, split * (SPLIT // BLOCK_N))
+    last = tl.minimum(p_q // BLOCK_N + 1, (split + 1) * (SPLIT // BLOCK_N))
     if first >= last:
         return
     b = tl.load(REQUEST + i)
@@ -177,7 +184,7 @@ def _merge_own_splits(
     stride_ls, stride_lt,
     stride_ot, stride_oh,
     HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr, SPLIT_BLOCKS: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    SPLIT: tl.constexpr, HAS_WINDOW: tl.constexpr,
 ):
     """out[i, heads] = sum_s 2^lse_s o_s / sum_s 2^lse_s over the splits that hold token i's keys, in order."""
     i = tl.program_id(0).to(tl.int64)
@@ -185,8 +192,8 @@ def _merge_own_splits(
     d = tl.arange(0, BLOCK_D)
     head_ok = head < n_heads
     p_q = tl.load(POSITIONS + i)
-    s_lo = _window_start(p_q, window, HAS_WINDOW) // (BLOCK_N * SPLIT_BLOCKS)
-    s_hi = p_q // (BLOCK_N * SPLIT_BLOCKS) + 1
+    s_lo = _window_start(p_q, window, HAS_WINDOW) // SPLIT
+    s_hi = p_q // SPLIT + 1
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
@@ -198,6 +205,81 @@ def _merge_own_splits(
     out = acc / tl.where(total > 0, total, 1.0)[:, None]
     tl.store(OUT + i * stride_ot + head[:, None] * stride_oh + d[None, :],
              out.to(OUT.dtype.element_ty), mask=head_ok[:, None] & (d < HEAD_DIM)[None, :])
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """The invariant kernel's tiles for a model on a GPU (never for a batch or a tree)."""
+
+    block_m: int  # rows: the group's query heads, padded to a power of 2 >= 16 for tl.dot
+    block_n: int  # key positions per block; divides SPLIT
+    block_d: int  # head dim padded to a power of 2, >= 16
+    num_stages: int  # software pipeline depth of the key loop
+    num_warps: int  # 4; fp32 inputs 8 (tree_attention_triton._FP32_WARPS)
+
+
+def plan_tiles(group: int, head_dim: int, dtype: torch.dtype, shared_memory: int | None) -> Tiles:
+    """The tiles, within `shared_memory` bytes per block (shared_memory.py; None, the interpreter: no
+    limit): the key block and pipeline as shared_memory.PIPELINES lists them; a ValueError when none fits.
+
+    >>> plan_tiles(group=4, head_dim=128, dtype=torch.bfloat16, shared_memory=None)
+    Tiles(block_m=16, block_n=64, block_d=128, num_stages=2, num_warps=4)
+    >>> plan_tiles(4, 128, torch.bfloat16, shared_memory=99 * 1024)  # Llama on an RTX 4090
+    Tiles(block_m=16, block_n=32, block_d=128, num_stages=2, num_warps=4)
+    """
+    block_m = max(16, triton.next_power_of_2(group))
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    fit = fit_pipeline(dtype.itemsize, block_m, block_d, _KV_LOADS, shared_memory)
+    if fit is None:
+        raise ValueError(f"no tree-invariant attention tiles of {block_m} rows x {block_d} dims in {dtype} "
+                         f"fit {shared_memory} bytes of shared memory")
+    return Tiles(block_m, fit[0], block_d, fit[1], _FP32_WARPS if dtype == torch.float32 else 4)
+
+
+def partials_variant(tiles: Tiles, dtype: torch.dtype, head_dim: int, group: int, page: int,
+                     window: bool, softcap: bool) -> KernelVariant:
+    """The `_invariant_partials` a launch with these tiles compiles."""
+    constexprs = dict(
+        HEAD_DIM=head_dim, GROUP=group, PAGE=page,
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_D=tiles.block_d, SPLIT=SPLIT,
+        HAS_WINDOW=window, SOFTCAP=softcap,
+        DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+    )
+    return KernelVariant(_invariant_partials, dtype, tuple(constexprs.items()), tiles.num_warps, tiles.num_stages,
+                         tile_bytes(dtype.itemsize, tiles.block_m, tiles.block_n, tiles.block_d, _KV_LOADS,
+                                    tiles.num_stages))
+
+
+def merge_variant(dtype: torch.dtype, head_dim: int, block_d: int, block_h: int, window: bool) -> KernelVariant:
+    """The `_merge_own_splits` for `block_h` heads per program (`merge_heads`); Triton's default
+    warps and stages."""
+    constexprs = dict(HEAD_DIM=head_dim, BLOCK_H=block_h, BLOCK_D=block_d, SPLIT=SPLIT, HAS_WINDOW=window)
+    return KernelVariant(_merge_own_splits, dtype, tuple(constexprs.items()), 4, 3, None)
+
+
+def launch_configs(shared_memory: int) -> list[KernelVariant]:
+    """Every variant `tree_attention_invariant_triton` can launch on a GPU with `shared_memory` bytes
+    per block: `plan_tiles` for every dtype x padded head dim (16 ... MAX_BLOCK_D) x padded group
+    (16 ... MAX_BLOCK_M rows) x window x soft-cap, and the merge for every dtype x padded head dim x
+    heads per program (1 ... 8) x window. Shapes with no tiles that fit (`plan_tiles` raises) are not
+    launchable and are left out. As in tree_attention_triton.launch_configs, the constants that only
+    index and mask take one value: head dim = block_d, group = block_m, page 16.
+
+    >>> len(launch_configs(99 * 1024))
+    340
+    """
+    variants = {}
+    for dtype, block_d in product((torch.float32, torch.float16, torch.bfloat16), powers_of_2(16, MAX_BLOCK_D)):
+        for rows in powers_of_2(16, MAX_BLOCK_M):
+            try:
+                tiles = plan_tiles(rows, block_d, dtype, shared_memory)
+            except ValueError:
+                continue
+            for window, softcap in product((False, True), repeat=2):
+                variants[partials_variant(tiles, dtype, block_d, rows, 16, window, softcap)] = None
+        for block_h, window in product(powers_of_2(1, merge_heads(8)), (False, True)):
+            variants[merge_variant(dtype, block_d, block_d, block_h, window)] = None
+    return list(variants)
 
 
 def tree_attention_invariant_triton(
@@ -218,10 +300,11 @@ def tree_attention_invariant_triton(
     inputs = memoised(plans, "invariant_triton", lambda: plan_inputs(
         block_table, kv_lens, qo_indptr, tree_mask, page, positions))
     block_table = block_table.to(torch.int32)
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    o_part = torch.empty(inputs.n_splits, n_tokens, n_q_heads, block_d, device=q.device, dtype=torch.float32)
+    tiles = plan_tiles(group, head_dim, q.dtype, shared_memory_limit(q.device))
+    o_part = torch.empty(inputs.n_splits, n_tokens, n_q_heads, tiles.block_d, device=q.device, dtype=torch.float32)
     lse_part = torch.empty(inputs.n_splits, n_tokens, n_q_heads, device=q.device, dtype=torch.float32)
-    _invariant_partials[(n_tokens, n_kv_heads, inputs.n_splits)](
+    partials_variant(tiles, q.dtype, head_dim, group, page, window is not None, softcap is not None).launch(
+        (n_tokens, n_kv_heads, inputs.n_splits),
         q, k_new, v_new, k_cache, v_cache, block_table, kv_lens.to(torch.int32), qo_indptr.to(torch.int32),
         inputs.request, inputs.positions, inputs.ancestors, o_part, lse_part,
         scale * _LOG2E if softcap is None else scale / softcap,
@@ -233,19 +316,13 @@ def tree_attention_invariant_triton(
         block_table.stride(0), inputs.ancestors.stride(0),
         o_part.stride(0), o_part.stride(1), o_part.stride(2),
         lse_part.stride(0), lse_part.stride(1),
-        HEAD_DIM=head_dim, GROUP=group, PAGE=page,
-        BLOCK_M=max(16, triton.next_power_of_2(group)), BLOCK_N=BLOCK_N, BLOCK_D=block_d,
-        SPLIT_BLOCKS=SPLIT_BLOCKS, HAS_WINDOW=window is not None, SOFTCAP=softcap is not None,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=4, num_stages=2,
     )
-    merge_heads = min(8, triton.next_power_of_2(n_q_heads))
-    _merge_own_splits[(n_tokens, triton.cdiv(n_q_heads, merge_heads))](
+    block_h = merge_heads(n_q_heads)
+    merge_variant(q.dtype, head_dim, tiles.block_d, block_h, window is not None).launch(
+        (n_tokens, triton.cdiv(n_q_heads, block_h)),
         o_part, lse_part, out, inputs.positions, 0 if window is None else window, n_q_heads,
         o_part.stride(0), o_part.stride(1), o_part.stride(2),
         lse_part.stride(0), lse_part.stride(1),
         out.stride(0), out.stride(1),
-        HEAD_DIM=head_dim, BLOCK_H=merge_heads, BLOCK_D=block_d,
-        BLOCK_N=BLOCK_N, SPLIT_BLOCKS=SPLIT_BLOCKS, HAS_WINDOW=window is not None,
     )
     return out

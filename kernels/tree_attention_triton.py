@@ -7,20 +7,20 @@ new tokens of its own step under a per-query int64 ancestor bitmask. Callers go 
 
 How it runs (two launches):
 
-  1. `_tree_attention_partials`, grid (query tiles, Hkv, NUM_SPLITS + 1):
+  1. `_tree_attention_partials`, grid (query tiles, Hkv, num_splits + 1):
        * a query tile is BLOCK_Q new tokens of one request times the `group` query heads
          that share KV head h, packed as BLOCK_M = next_pow2(BLOCK_Q * group) rows, so each
          KV tile is loaded once for the whole group (GQA packing);
-       * z < NUM_SPLITS: split z of the request's committed prefix, no mask. Each request
-         cuts its own kv_len into NUM_SPLITS chunks of at least MIN_CHUNK tokens (flash-
-         decoding), so a batch of 1 with a long context still yields up to NUM_SPLITS * Hkv
+       * z < num_splits: split z of the request's committed prefix, no mask. Each request
+         cuts its own kv_len into num_splits chunks of at least min_chunk tokens (flash-
+         decoding), so a batch of 1 with a long context still yields up to num_splits * Hkv
          busy programs, and no host sync on kv_lens is needed (empty chunks exit);
-       * z == NUM_SPLITS: the tree block, the request's new tokens under the bitmask, in key
+       * z == num_splits: the tree block, the request's new tokens under the bitmask, in key
          tiles of BLOCK_N <= 64 so one tile reads one mask word per query; key tiles that no
          query of the tile may see are skipped before K/V are loaded (free causal skipping
          for chunked prefill).
      Every program writes its normalised partial output and log2-sum-exp (fp32).
-  2. `_merge_partials`, grid (ΣT, Hq / 8): combine the NUM_SPLITS + 1 partials by log-sum-exp.
+  2. `_merge_partials`, grid (ΣT, Hq / 8): combine the num_splits + 1 partials by log-sum-exp.
 
 Query tiles are found without a host sync: request b owns tile slots
 [qo_indptr[b] // BLOCK_Q + b, qo_indptr[b + 1] // BLOCK_Q + b + 1), which is at least
@@ -37,6 +37,11 @@ are compile-time switches, so plain calls run the code they always did.
 Rows that see no key at all (kv_len = 0 and an empty mask row) come out as zeros; the
 reference gives NaN there. Draft trees never produce such rows (a node sees itself).
 
+Tiles follow the GPU: `plan_launch` keeps a launch's shared memory (shared_memory.tile_bytes)
+within its architecture's limit per block. Split counts are runtime arguments, so batch and tree
+sizes reach the compiled kernel only through the packed rows; `launch_configs` lists every variant
+the planner can launch, and tests/test_aot_compile.py compiles them ahead of time (aot.py).
+
 Example (runs on the GPU, or on the CPU with TRITON_INTERPRET=1 set before importing):
 >>> import torch                                                          # doctest: +SKIP
 >>> q = k = v = torch.ones(2, 1, 4, device="cuda")                        # doctest: +SKIP
@@ -50,20 +55,28 @@ torch.Size([2, 1, 4])
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 
 import torch
 import triton
 import triton.language as tl
 
+from .kernel_variant import KernelVariant
+from .shared_memory import MAX_BLOCK_D, MAX_BLOCK_M, fit_pipeline, shared_memory_limit, tile_bytes
+
 _LOG2E = 1.4426950408889634
 
 # Defaults reasoned from H100 sizes, not yet tuned on a GPU (none was at hand when written).
 # A KV tile of 64 tokens x 128 dims in bf16 is 16 KiB for K and for V: large enough to
-# stream at full bandwidth, small enough for 2 pipeline stages. 128 packed query rows hold
-# a 32-node tree at group 4 in one tile; bigger trees re-read the KV tile, mostly from L2
-# (the tiles of one request and KV head are neighbours in the grid).
-_BLOCK_N = 64
-_MAX_BLOCK_M = 128
+# stream at full bandwidth, small enough for 2 pipeline stages (shared_memory.PIPELINES
+# starts there and shrinks it where the GPU's shared memory is smaller). MAX_BLOCK_M = 128
+# packed query rows hold a 32-node tree at group 4 in one tile; bigger trees re-read the KV
+# tile, mostly from L2 (the tiles of one request and KV head are neighbours in the grid).
+_KV_LOADS = 2  # KV tiles loaded per step: K and V
+# fp32 inputs multiply on CUDA cores (DOT_PRECISION "ieee"), each thread holding its share of the
+# operands in registers: compiled for sm_86 (Triton 3.9), a 64-row x 64-key x 64-dim fp32 tile spills
+# 3.8 KiB per thread on 4 warps and 0.7 KiB on 8, so fp32 launches take 8 warps.
+_FP32_WARPS = 8
 # Each prefix split writes and reads back one fp32 partial per packed row: 2 * rows * D * 4
 # bytes against chunk * D * 2 * 2 bytes of bf16 K and V, a ratio of 2 * rows / chunk.
 # Chunks of at least 4 * rows keep that overhead under half; decode (16 rows) is bounded
@@ -132,8 +145,8 @@ def _online_softmax_step(q, k, v, visible, m_i, l_i, acc, qk_scale, cap_log2,
 def _tree_attention_partials(
     Q, K_NEW, V_NEW, K_CACHE, V_CACHE, BLOCK_TABLE, KV_LENS, QO_INDPTR, TREE_MASK,
     POSITIONS,  # int32 [ΣT], read only with HAS_WINDOW
-    O_PART, LSE_PART,  # [NUM_SPLITS + 1, ΣT, Hq, BLOCK_D] fp32, [NUM_SPLITS + 1, ΣT, Hq] fp32
-    qk_scale, cap_log2, window, n_requests,
+    O_PART, LSE_PART,  # [num_splits + 1, ΣT, Hq, BLOCK_D] fp32, [num_splits + 1, ΣT, Hq] fp32
+    qk_scale, cap_log2, window, n_requests, num_splits, min_chunk,
     stride_qt, stride_qh,
     stride_nt, stride_nh,  # k_new and v_new share strides
     stride_cb, stride_cs, stride_ch,  # k_cache and v_cache share strides
@@ -141,7 +154,6 @@ def _tree_attention_partials(
     stride_ps, stride_pt, stride_ph,
     stride_ls, stride_lt,
     HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, PAGE: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, MIN_CHUNK: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -174,13 +186,13 @@ def _tree_attention_partials(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     cols = tl.arange(0, BLOCK_N)
 
-    if split < NUM_SPLITS:  # committed prefix, chunk `split`, no mask (but the window)
+    if split < num_splits:  # committed prefix, chunk `split`, no mask (but the window)
         kv_len = tl.load(KV_LENS + b)
         first = 0
         if HAS_WINDOW:  # keys older than the tile's earliest query's window are never loaded
             first = tl.maximum(tl.min(tl.where(row_ok, q_pos, kv_len + window), 0) - window + 1, 0)
         span = tl.maximum(kv_len - first, 0)
-        chunk = tl.maximum(tl.cdiv(tl.cdiv(span, NUM_SPLITS), BLOCK_N) * BLOCK_N, MIN_CHUNK)
+        chunk = tl.maximum(tl.cdiv(tl.cdiv(span, num_splits), BLOCK_N) * BLOCK_N, min_chunk)
         lo = first + split * chunk
         hi = tl.minimum(lo + chunk, kv_len)
         for start in range(lo, hi, BLOCK_N):
@@ -237,11 +249,11 @@ def _fold_partial(m, total, acc, lse, o):
 
 @triton.jit
 def _merge_partials(
-    O_PART, LSE_PART, OUT, n_heads,
+    O_PART, LSE_PART, OUT, n_heads, n_parts,
     stride_ps, stride_pt, stride_ph,
     stride_ls, stride_lt,
     stride_ot, stride_oh,
-    N_PARTS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """out[tok, heads] = sum_s 2^lse_s o_s / sum_s 2^lse_s, folded one partial at a time."""
     tok = tl.program_id(0).to(tl.int64)
@@ -251,7 +263,7 @@ def _merge_partials(
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
-    for s in range(N_PARTS):
+    for s in range(n_parts):
         lse = tl.load(LSE_PART + s * stride_ls + tok * stride_lt + head, mask=head_ok,
                       other=float("-inf"))
         used = lse > float("-inf")  # unwritten partials (empty prefix chunks) are never read
@@ -275,36 +287,115 @@ class LaunchPlan:
     num_splits: int  # prefix chunks per request; partial slot num_splits is the tree
     min_chunk: int  # shortest prefix chunk in tokens
     num_warps: int
+    num_stages: int  # software pipeline depth of the KV loops
 
 
 def plan_launch(n_tokens: int, n_requests: int, n_kv_heads: int, group: int, head_dim: int,
-                n_sms: int, num_splits: int | None = None, min_chunk: int | None = None) -> LaunchPlan:
+                n_sms: int, num_splits: int | None = None, min_chunk: int | None = None, *,
+                dtype: torch.dtype = torch.bfloat16, shared_memory: int | None = None) -> LaunchPlan:
     """Pick tiles and splits. `num_splits`/`min_chunk` override the heuristic (tests do).
+
+    `shared_memory` is the GPU's bytes per block (shared_memory.py; None, the interpreter: no
+    limit). Tiles whose `tile_bytes` exceed it shrink: the KV tile and pipeline as
+    shared_memory.PIPELINES lists them, then, if none fits, the query tile by halves; a ValueError
+    when nothing fits.
 
     >>> p = plan_launch(n_tokens=8 * 64, n_requests=8, n_kv_heads=8, group=4, head_dim=128, n_sms=132)
     >>> p.block_q, p.block_m, p.num_tiles, p.num_splits, p.min_chunk
     (32, 128, 24, 3, 512)
     >>> plan_launch(1, 1, 8, 4, 128, n_sms=132).num_splits  # batch 1 decode: split the prefix
     32
+    >>> p = plan_launch(8 * 64, 8, 8, 4, 256, n_sms=128, shared_memory=99 * 1024)  # Gemma on an RTX 4090
+    >>> p.block_m, p.block_n, p.num_stages
+    (128, 16, 1)
     """
     # Size the tile for the mean tree (ΣT / B is known without a sync): decode gets 16
-    # packed rows (1 token x group), trees get up to _MAX_BLOCK_M rows.
+    # packed rows (1 token x group), trees get up to MAX_BLOCK_M rows.
     mean_t = -(-n_tokens // max(n_requests, 1))
-    block_q = max(1, min(triton.next_power_of_2(mean_t), _MAX_BLOCK_M // group))
-    block_m = max(16, triton.next_power_of_2(block_q * group))
+    block_q = max(1, min(triton.next_power_of_2(mean_t), MAX_BLOCK_M // group))
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    while True:
+        block_m = max(16, triton.next_power_of_2(block_q * group))
+        fit = fit_pipeline(dtype.itemsize, block_m, block_d, _KV_LOADS, shared_memory)
+        if fit is not None or block_q == 1:
+            break
+        block_q //= 2
+    if fit is None:
+        raise ValueError(f"no tree-attention tiles of {block_m} rows x {block_d} dims in {dtype} "
+                         f"fit {shared_memory} bytes of shared memory")
     num_tiles = n_tokens // block_q + n_requests
     if num_splits is None:
         busy_tiles = max(1, -(-n_tokens // block_q)) * n_kv_heads
         num_splits = min(_MAX_SPLITS, -(-_PROGRAMS_PER_SM * n_sms // busy_tiles))
-    block_d = max(16, triton.next_power_of_2(head_dim))
     if min_chunk is None:
         min_chunk = max(_MIN_CHUNK, _MIN_CHUNK_PER_ROW * block_m)
     return LaunchPlan(
-        block_q=block_q, block_m=block_m, block_n=_BLOCK_N, block_d=block_d,
+        block_q=block_q, block_m=block_m, block_n=fit[0], block_d=block_d,
         num_tiles=num_tiles, num_splits=max(1, num_splits), min_chunk=min_chunk,
-        # A 128 x 128 fp32 accumulator needs 8 warps to stay in registers.
-        num_warps=8 if block_m * block_d >= 128 * 128 else 4,
+        # A 128 x 128 fp32 accumulator needs 8 warps to stay in registers, and so do fp32 inputs
+        # (see _FP32_WARPS).
+        num_warps=_FP32_WARPS if dtype == torch.float32 or block_m * block_d >= 128 * 128 else 4,
+        num_stages=fit[1],
     )
+
+
+def partials_variant(plan: LaunchPlan, dtype: torch.dtype, head_dim: int, group: int, page: int,
+                     window: bool, softcap: bool) -> KernelVariant:
+    """The `_tree_attention_partials` a launch with this plan compiles."""
+    constexprs = dict(
+        HEAD_DIM=head_dim, GROUP=group, PAGE=page,
+        BLOCK_Q=plan.block_q, BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_D=plan.block_d,
+        HAS_WINDOW=window, SOFTCAP=softcap,
+        # fp32 inputs would otherwise be multiplied in tf32 on the GPU (10-bit mantissa).
+        DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+    )
+    return KernelVariant(_tree_attention_partials, dtype, tuple(constexprs.items()), plan.num_warps,
+                         plan.num_stages, tile_bytes(dtype.itemsize, plan.block_m, plan.block_n,
+                                                     plan.block_d, _KV_LOADS, plan.num_stages))
+
+
+def merge_heads(n_q_heads: int) -> int:
+    """Query heads per merge program. The merge reads (num_splits + 1) x D fp32 per query head;
+    8 heads per program keep enough programs for a decode batch of 1 (Hq / 8 of them) without
+    tiny loads."""
+    return min(8, triton.next_power_of_2(n_q_heads))
+
+
+def merge_variant(dtype: torch.dtype, head_dim: int, block_d: int, block_h: int) -> KernelVariant:
+    """The `_merge_partials` for `block_h` heads per program; warps and stages are Triton's defaults."""
+    return KernelVariant(_merge_partials, dtype, (("HEAD_DIM", head_dim), ("BLOCK_H", block_h),
+                                                  ("BLOCK_D", block_d)), 4, 3, None)
+
+
+def launch_configs(shared_memory: int) -> list[KernelVariant]:
+    """Every variant `tree_attention_triton` can launch on a GPU with `shared_memory` bytes per block.
+
+    A variant is what its launch compiles in: the dtype, the tiles (block_m, block_n, block_d, warps,
+    stages) and the window and soft-cap switches. Batch and tree sizes reach the binary only through
+    the packed rows (split counts are runtime arguments), so the planner is asked for every dtype
+    x padded head dim (16 ... MAX_BLOCK_D) x packed rows (16 ... MAX_BLOCK_M) x window x soft-cap,
+    and the merge for every dtype x padded head dim x heads per program (1 ... 8, `merge_heads`). The other
+    compile-time constants only index and mask (HEAD_DIM below BLOCK_D, GROUP, BLOCK_Q, PAGE), so
+    each variant takes one value of them: head dim = block_d, group 1, page 16.
+
+    >>> variants = launch_configs(99 * 1024)
+    >>> len(variants), max(v.shared_estimate or 0 for v in variants) <= 99 * 1024
+    (292, True)
+    """
+    variants = {}
+    for dtype, block_d in product((torch.float32, torch.float16, torch.bfloat16), powers_of_2(16, MAX_BLOCK_D)):
+        for rows in powers_of_2(16, MAX_BLOCK_M):
+            plan = plan_launch(rows, 1, 1, 1, block_d, n_sms=1, dtype=dtype, shared_memory=shared_memory)
+            for window, softcap in product((False, True), repeat=2):
+                variants[partials_variant(plan, dtype, block_d, 1, 16, window, softcap)] = None
+        for block_h in powers_of_2(1, merge_heads(8)):
+            variants[merge_variant(dtype, block_d, block_d, block_h)] = None
+    return list(variants)
+
+
+def powers_of_2(lo: int, hi: int) -> list[int]:
+    """Powers of 2 from lo to hi."""
+    return [1 << e for e in range(lo.bit_length() - 1, hi.bit_length())]
 
 
 def _sm_count(device: torch.device) -> int:
@@ -348,40 +439,33 @@ def tree_attention_triton(
     positions = qo_indptr if window is None else positions.to(device=q.device, dtype=torch.int32)
 
     plan = plan_launch(n_tokens, n_requests, n_kv_heads, group, head_dim, _sm_count(q.device),
-                       num_splits, min_chunk)
+                       num_splits, min_chunk, dtype=q.dtype, shared_memory=shared_memory_limit(q.device))
     n_parts = plan.num_splits + 1
     o_part = torch.empty(n_parts, n_tokens, n_q_heads, plan.block_d, device=q.device,
                          dtype=torch.float32)
     lse_part = torch.empty(n_parts, n_tokens, n_q_heads, device=q.device, dtype=torch.float32)
 
-    _tree_attention_partials[(plan.num_tiles, n_kv_heads, n_parts)](
+    partials_variant(plan, q.dtype, head_dim, group, k_cache.shape[1], window is not None,
+                     softcap is not None).launch(
+        (plan.num_tiles, n_kv_heads, n_parts),
         q, k_new, v_new, k_cache, v_cache, block_table, kv_lens, qo_indptr, tree_mask, positions,
         o_part, lse_part,
         scale * _LOG2E if softcap is None else scale / softcap,
         0.0 if softcap is None else softcap * _LOG2E,
-        0 if window is None else window, n_requests,
+        0 if window is None else window, n_requests, plan.num_splits, plan.min_chunk,
         q.stride(0), q.stride(1),
         k_new.stride(0), k_new.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_table.stride(0), tree_mask.stride(0),
         o_part.stride(0), o_part.stride(1), o_part.stride(2),
         lse_part.stride(0), lse_part.stride(1),
-        HEAD_DIM=head_dim, GROUP=group, PAGE=k_cache.shape[1],
-        NUM_SPLITS=plan.num_splits, MIN_CHUNK=plan.min_chunk,
-        BLOCK_Q=plan.block_q, BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_D=plan.block_d,
-        HAS_WINDOW=window is not None, SOFTCAP=softcap is not None,
-        # fp32 inputs would otherwise be multiplied in tf32 on the GPU (10-bit mantissa).
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=plan.num_warps, num_stages=2,
     )
-    # The merge reads (num_splits + 1) x D fp32 per query head; 8 heads per program keep
-    # enough programs for a decode batch of 1 (Hq / 8 of them) without tiny loads.
-    merge_heads = min(8, triton.next_power_of_2(n_q_heads))
-    _merge_partials[(n_tokens, triton.cdiv(n_q_heads, merge_heads))](
-        o_part, lse_part, out, n_q_heads,
+    block_h = merge_heads(n_q_heads)
+    merge_variant(q.dtype, head_dim, plan.block_d, block_h).launch(
+        (n_tokens, triton.cdiv(n_q_heads, block_h)),
+        o_part, lse_part, out, n_q_heads, n_parts,
         o_part.stride(0), o_part.stride(1), o_part.stride(2),
         lse_part.stride(0), lse_part.stride(1),
         out.stride(0), out.stride(1),
-        N_PARTS=n_parts, HEAD_DIM=head_dim, BLOCK_H=merge_heads, BLOCK_D=plan.block_d,
     )
     return out
