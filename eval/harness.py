@@ -50,7 +50,8 @@ def benches(out: Path) -> list[Bench]:
     gec, rag = str(TRACES / "gec-smollm2-128.jsonl"), str(TRACES / "rag-smollm2-128.jsonl")
     sim = [str(LOAD_TRACES / "gec.jsonl"), str(LOAD_TRACES / "rag.jsonl")]
     # SuffixDecoding's rows need the extra `arctic`: without it the replay leaves them out, our drafters' τ unchanged.
-    replay = [gec, rag, "--budgets", "16", "64", "--max-depth", "32", *([] if installed("arctic_inference")
+    replay = [gec, rag, "--budgets", "16", "64", "--max-depth", "32", "--half", "held-out",
+              *([] if installed("arctic_inference")
                                                                       else ["--no-arctic"])]
     systems = ["--systems", "prompt-lookup/fixed", "auto/fixed", "auto/goodput"]
     load = ["--workloads", "gec", "--limit", "3", "--max-new-tokens", "32", "--controllers", "goodput", "fixed-32",

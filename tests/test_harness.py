@@ -70,11 +70,8 @@ def test_replay_leaves_suffix_decoding_out_alone_without_its_extra(tmp_path, mon
     assert normalized(command(replay, replay.quick)) == normalized([*readme_replay(), "--no-arctic"])
 
 
-def test_results_md_replays_the_readme_command_one_trace_at_a_time():
-    _, traces, options = normalized(readme_replay())
-    per_trace = [normalized(c) for c in cited("eval/RESULTS.md") if c[2] == "lookahead.eval.bench_replay"]
-    assert [t for _, ts, _ in per_trace for t in ts] == list(traces)
-    assert all(o == options for _, _, o in per_trace)
+def test_results_md_cites_the_readme_replay_command():
+    assert normalized(readme_replay()) in {normalized(c) for c in cited("eval/RESULTS.md")}
 
 
 def test_every_full_command_is_one_the_documents_cite(tmp_path, monkeypatch):
