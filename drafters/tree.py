@@ -179,6 +179,8 @@ class DraftTree:
         """
         if not trees:
             return DraftTree.empty()
+        if weights is not None and len(weights) != len(trees):
+            raise ValueError(f"got {len(weights)} weights for {len(trees)} trees")
         tokens, parents, scores, broken = kernels.merge(
             np.concatenate([t.tokens for t in trees]), np.concatenate([t.parents for t in trees]),
             np.concatenate([t.scores for t in trees]), np.array([len(t) for t in trees], np.int64),
