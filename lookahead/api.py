@@ -63,7 +63,7 @@ class Lookahead:
         speculate=False decodes plainly (no drafter), the baseline of a measured speedup.
         truncate_prompt: a prompt too long to leave room for max_new_tokens keeps its end (else it fails).
         """
-        for chunk in self.stream(prompts, speculate, truncate_prompt, **sampling):
+        for chunk in self._run(prompts, speculate, truncate_prompt, sampling, text=False):
             if chunk.result is not None:
                 yield chunk.result
 
@@ -72,10 +72,15 @@ class Lookahead:
 
         Arguments as `results`. A request that cannot run yields one chunk with its failed Result.
         """
+        yield from self._run(prompts, speculate, truncate_prompt, sampling, text=True)
+
+    def _run(self, prompts, speculate: bool, truncate_prompt: bool, sampling: dict, text: bool) -> Iterator[Chunk]:
+        """Queue the prompts and step until all are done; text=False: only each request's last chunk,
+        without decoding its text step by step (what `results` needs)."""
         if not speculate:
             drafter, self.engine.drafter = self.engine.drafter, None  # the engine drafts nothing without one
             try:
-                yield from self.stream(prompts, True, truncate_prompt, **sampling)
+                yield from self._run(prompts, True, truncate_prompt, sampling, text)
             finally:
                 self.engine.drafter = drafter
             return
@@ -86,7 +91,7 @@ class Lookahead:
                 rid = getattr(e, "id", None) or request_id(prompt, i)
                 yield Chunk(rid, [], "", failed_result(rid, str(e)))
         while self.engine.has_work():
-            yield from self.step()
+            yield from self.step(text)
 
     def add(self, prompt, index: int = 0, truncate_prompt: bool = False, **sampling) -> str:
         """Queue one prompt for the coming steps (it joins the batch between two); returns its id.
@@ -108,10 +113,12 @@ class Lookahead:
         self._sent[spec.id] = (0, 0)
         return spec.id
 
-    def step(self) -> list[Chunk]:
-        """One target pass over every request in flight: a Chunk for each that got tokens or finished."""
+    def step(self, text: bool = True) -> list[Chunk]:
+        """One target pass over every request in flight: a Chunk for each that got tokens or finished
+        (text=False: for each that finished only; its output is decoded once, for its Result)."""
         finished = self.engine.step()
-        chunks = [c for req in self.engine.running + finished if (c := self._chunk(req, req in finished))]
+        live = self.engine.running + finished if text else finished
+        chunks = [c for req in live if (c := self._chunk(req, req in finished))]
         for req in finished:
             del self._sent[req.id]
         return chunks
