@@ -60,11 +60,10 @@ def cut_at_stop(req: Request, tokenizer) -> int:
     """
     out = req.output_ids
     text = tokenizer.decode(out, skip_special_tokens=True)
-    found = [i for i in (text.find(s) for s in req.params.stop) if i >= 0]
-    if not found:
+    hits = [(i, len(s), s) for s in req.params.stop if (i := text.find(s)) >= 0]
+    if not hits:
         return 0
-    end = min(found)
-    stop = min((s for s in req.params.stop if text.find(s) == end), key=len)
+    end, _, stop = min(hits)  # the first in the text; of those starting there, the shortest
     keep = next(k for k in range(1, len(out) + 1)
                 if tokenizer.decode(out[:k], skip_special_tokens=True).find(stop) == end)
     req.tokens = req.tokens[: len(req.tokens) - (len(out) - keep)]
