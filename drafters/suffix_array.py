@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .heap_kernels import heap_pop, heap_push
+
 
 @njit(cache=True)
 def build_suffix_array(text, key_len):
@@ -241,12 +243,6 @@ def _children(text, sa, los, his, offset, key_len, probes, max_children, found, 
     return k
 
 
-@njit(cache=True, inline="always")
-def _better(prob, a, b):
-    """Candidate a is drafted before b: higher path probability, then found earlier."""
-    return prob[a] > prob[b] or (prob[a] == prob[b] and a < b)
-
-
 @njit(cache=True)
 def _grow(text, sa, los, his, match_len, key_len, max_nodes, max_depth, probes, max_children):
     """Best-first tree of continuations of the ranges (los, his), by path probability.
@@ -298,30 +294,11 @@ def _grow(text, sa, los, his, match_len, key_len, max_nodes, max_depth, probes, 
                 c_prob[n_cand] = prob * c_score[n_cand]
                 for s in range(nseg):
                     c_lo[n_cand, s], c_hi[n_cand, s] = sub_lo[c, s], sub_hi[c, s]
-                i = n_heap  # sift up
-                n_heap += 1
-                while i > 0 and _better(c_prob, n_cand, heap[(i - 1) // 2]):
-                    heap[i] = heap[(i - 1) // 2]
-                    i = (i - 1) // 2
-                heap[i] = n_cand
+                n_heap = heap_push(heap, n_heap, c_prob, n_cand)
                 n_cand += 1
         if n_out == max_nodes or n_heap == 0:
             break
-        best = heap[0]
-        n_heap -= 1
-        last = heap[n_heap]  # sift down
-        i = 0
-        while True:
-            c = 2 * i + 1
-            if c >= n_heap:
-                break
-            if c + 1 < n_heap and _better(c_prob, heap[c + 1], heap[c]):
-                c += 1
-            if not _better(c_prob, heap[c], last):
-                break
-            heap[i] = heap[c]
-            i = c
-        heap[i] = last
+        best, n_heap = heap_pop(heap, n_heap, c_prob)
         tokens[n_out] = c_tok[best]
         parents[n_out] = c_parent[best]
         scores[n_out] = c_score[best]

@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit
 
 from .base import Drafter, RequestStates
+from .heap_kernels import heap_pop, heap_push
 from .tree import DraftTree, TreeBudget
 
 # columns of the int32 state table st[cap_states, 4] (a state's fields share a cache line)
@@ -166,44 +167,6 @@ def _append(st, ed, hk, hv, meta, tokens, count_depth):
 
 
 @njit(cache=True, inline="always")
-def _better(prob, a, b):
-    """Candidate a is drafted before b: higher path probability, then pushed earlier."""
-    return prob[a] > prob[b] or (prob[a] == prob[b] and a < b)
-
-
-@njit(cache=True, inline="always")
-def _push(heap, n_heap, prob, c):
-    """Add candidate c to the binary heap of candidate ids heap[:n_heap]; returns the new size."""
-    i = n_heap
-    while i > 0 and _better(prob, c, heap[(i - 1) // 2]):
-        heap[i] = heap[(i - 1) // 2]
-        i = (i - 1) // 2
-    heap[i] = c
-    return n_heap + 1
-
-
-@njit(cache=True, inline="always")
-def _pop(heap, n_heap, prob):
-    """(the best candidate of heap[:n_heap], the new size)."""
-    best = heap[0]
-    n_heap -= 1
-    last = heap[n_heap]
-    i = 0
-    while True:
-        c = 2 * i + 1
-        if c >= n_heap:
-            break
-        if c + 1 < n_heap and _better(prob, heap[c + 1], heap[c]):
-            c += 1
-        if not _better(prob, heap[c], last):
-            break
-        heap[i] = heap[c]
-        i = c
-    heap[i] = last
-    return best, n_heap
-
-
-@njit(cache=True, inline="always")
 def _push_children(st, ed, cand, n_cand, heap, n_heap, s, parent, depth, base, alpha, limit, tok, to, cnt, order):
     """Push the `limit` most frequent of the `max_branch` newest continuations of state s.
 
@@ -247,7 +210,7 @@ def _push_children(st, ed, cand, n_cand, heap, n_heap, s, parent, depth, base, a
         score = cnt[i] / (total + alpha)
         cand[n_cand, 0], cand[n_cand, 1], cand[n_cand, 2] = base * score, to[i], parent
         cand[n_cand, 3], cand[n_cand, 4], cand[n_cand, 5] = tok[i], depth, score
-        n_heap = _push(heap, n_heap, cand[:, 0], n_cand)
+        n_heap = heap_push(heap, n_heap, cand[:, 0], n_cand)
         n_cand += 1
     return n_cand, n_heap
 
@@ -274,7 +237,7 @@ def _propose(st, ed, meta, max_nodes, max_depth, alpha, min_match, max_branch):
                                     btok, bto, bcnt, border)
     n = 0
     while n < max_nodes and n_heap > 0:
-        c, n_heap = _pop(heap, n_heap, cand[:, 0])
+        c, n_heap = heap_pop(heap, n_heap, cand[:, 0])
         tok[n] = np.int64(cand[c, 3])
         par[n] = np.int32(cand[c, 2])
         score[n] = np.float32(cand[c, 5])
