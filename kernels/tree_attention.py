@@ -123,9 +123,9 @@ def plan_reference(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, 
 
 # Query rows per matmul-softmax-matmul in a long chunk (a prefill): each block reads only the keys up to
 # its last visible one, so a causal chunk skips the keys after it. 128 rows in fp32 with the GQA group
-# folded in run 2.7x (796 tokens) and 3.5x (1700) faster than SDPA with the chunk's mask on one core of
-# the 2-core EPYC VM, and 64 or 256 rows are slower (timed per layer of SmolLM2's shapes: 9 query heads,
-# 3 KV heads, head dim 64).
+# folded in ran 3.6x (796 tokens) and 3.2x (1700) faster than SDPA with the chunk's mask, one layer of
+# SmolLM2's shape on one core (python -m lookahead.eval.bench_prefill, eval/RESULTS.md §0); 64 and 256
+# rows were slower.
 QUERY_BLOCK = 128
 
 
