@@ -72,6 +72,8 @@ def benches(out: Path) -> list[Bench]:
               ["--contexts", "1000", "32000", "--steps", "200"], []),
         Bench("retrieval", "bench_retrieval", "the retrieval datastore's build rate and propose latency",
               ["--tokens", "1000000", "--steps", "300", "--outputs", "30"], []),
+        Bench("startup", "bench_startup", "time to the first output line and to exit of `lookahead run` on a warm "
+              "cache, and where it goes", ["--runs", "3"], ["--runs", "5", "--json", str(out / "startup.json")]),
         Bench("load", "load_bench", "the real engine under Poisson arrivals, per controller", load, load),
         Bench("load-simulated", "simulator", "the engine under load on an H100 cost curve, simulated on traces",
               [*simulated, "--requests", "40"], [*simulated, "--requests", "200"]),

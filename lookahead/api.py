@@ -20,6 +20,7 @@ from lookahead.drafters.mixer import make_drafter
 from lookahead.engine import Engine, EngineConfig, Request, RequestError, SamplingParams
 from lookahead.result import Chunk, Result, failed_result
 from lookahead.run.requests_io import InputError, RequestSpec, empty_prompt, encode_prompt, spec_from_dict
+from lookahead.run.startup import mark
 
 
 class Lookahead:
@@ -40,6 +41,7 @@ class Lookahead:
 
         if model is None or isinstance(model, str):
             loaded = load_model(model, dtype=dtype, device=device)
+            mark("model")
             self.model, self.tokenizer, self.model_name = loaded.model, loaded.tokenizer, loaded.name
         else:
             if tokenizer is None:

@@ -10,6 +10,7 @@ import typer
 
 from lookahead.engine.config import (DEVICES, DRAFTERS, DTYPES, ENGINE_RANGES, MAX_STOP_STRINGS, PEER_DRAFTERS, TASKS,
                                      EngineConfig, OptionError, SamplingParams)
+from lookahead.run.startup import mark
 from lookahead.samples import WORKLOADS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -122,6 +123,7 @@ def run(
                                           help="Engines to start on the Ray cluster (with --ray)."),
 ) -> None:
     """Generate for every request and report tokens per target forward (τ), tokens/s and speedup."""
+    mark("cli")
     if (input is None) == (workload is None):
         fail("give exactly one of --input FILE or --workload NAME")
     if workload is not None:

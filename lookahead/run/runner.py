@@ -8,6 +8,7 @@ before the model loads; a request the engine cannot serve fails alone.
 """
 from __future__ import annotations
 
+import gc
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lookahead.engine.config import EngineConfig, SamplingParams
 from lookahead.run.requests_io import InputError, InputLine
 from lookahead.run.results_file import finished_ids
+from lookahead.run.startup import collector_paused, mark
 
 
 @dataclass
@@ -87,6 +89,26 @@ def load_lines(opts: RunOptions, task: str, documents: list[str]) -> list[InputL
 
 
 def run_requests(opts: RunOptions) -> dict:
+    try:
+        with collector_paused():  # the imports and the model load, without the garbage collector's sweeps
+            started = start_engine(opts)
+        if isinstance(started, dict):  # nothing left to run
+            return started
+        lm, lines, task, console = started
+        if opts.trace_output and opts.ray is None:  # the trace carries what successor drafters learn from
+            lm.engine.record_successors = TRACE_SUCCESSORS
+        try:
+            return decode_requests(opts, lm, lines, task, console)
+        finally:
+            if opts.ray is not None:
+                lm.close()
+    finally:
+        gc.unfreeze()  # collectable again for a caller that goes on: the engine's objects form cycles
+
+
+def start_engine(opts: RunOptions):
+    """Check the inputs, then load the engine: (engine, lines, task, console), or the summary of a
+    --resume with nothing left to run."""
     from lookahead.drafters.corpus import read_documents
 
     from lookahead.run.documents import read_document_files
@@ -107,9 +129,13 @@ def run_requests(opts: RunOptions) -> dict:
         console.print(f"nothing left to run: every request is finished in {opts.output}", highlight=False)
         return {"requests": 0, "failed": 0, "failures": [], "resumed": len(lines), "task": task}
     # torch and transformers only once the input is known to be good
+    mark("inputs")
     import torch
+
+    mark("torch")
     from transformers.utils import logging as hf_logging
 
+    mark("transformers")
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
     # The datastore also gets each request's own documents: a request may draft from another's.
@@ -119,13 +145,8 @@ def run_requests(opts: RunOptions) -> dict:
                           controller=opts.controller, exact=opts.exact)
     with console.status("loading model" if opts.ray is None else "starting the Ray workers"):
         lm = open_engine(opts, config, task, store_docs)
-    if opts.trace_output and opts.ray is None:  # the trace carries what successor drafters learn from
-        lm.engine.record_successors = TRACE_SUCCESSORS
-    try:
-        return decode_requests(opts, lm, lines, task, console)
-    finally:
-        if opts.ray is not None:
-            lm.close()
+    mark("engine")
+    return lm, lines, task, console
 
 
 def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, console: Console) -> dict:
@@ -167,6 +188,7 @@ def decode_requests(opts: RunOptions, lm, lines: list[InputLine], task: str, con
                     emit(line_id(ln), error_line(line_id(ln), ln))
                     progress.advance(bar)
             for res in lm.results(list(specs.values()), truncate_prompt=opts.truncate_prompt, **sampling):
+                mark("result")
                 if res.error is not None and opts.on_error == "fail":
                     named = res.error.startswith(f"request {res.id}")  # the engine's own errors name it
                     raise RunError(res.error if named else f"request {res.id}: {res.error}")
@@ -200,9 +222,11 @@ def stdout_writer(as_json: bool, several: bool):
     def show(row: dict) -> None:
         if as_json:
             print(json.dumps(row, ensure_ascii=False), flush=True)
+            mark("line")
         elif not row.get("error"):
             text = row["text"] if "text" in row else row["response"]["body"]["choices"][0]["message"]["content"]
             print(f"==> {row['id']} <==\n{text}\n" if several else text, flush=True)
+            mark("line")
     return show
 
 
