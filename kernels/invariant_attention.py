@@ -49,7 +49,7 @@ from .tree_attention import RequestPlan, attend_request, memoised, prefix_rows, 
 
 MAX_TREE_ROWS = 16  # more new tokens than this, with no tree, is a prefill chunk (the reference)
 ROWS_PER_TASK = 16  # a request's queries per parallel task (with one KV head)
-LANES = 16  # fp32 in one AVX-512 register: a task's query columns are padded to a multiple of it
+KEY_BLOCK = 16  # keys scored together when a task has fewer columns (`_score_keys`): one AVX-512 register
 
 
 @dataclass
@@ -200,30 +200,35 @@ def _load(src, row, h, bf16, out, bits):
 def _score_keys(q, keys, scale, scores):
     """scores [C, n] = (keys [n, D] · q [D, C]) · scale, every dot product summed over D in index order.
 
-    Four keys at a time, the columns in the vectorised loop: four independent sums per column
-    hide the latency of each addition. A key left over is scored alone, by the same sum."""
+    Many columns: one key at a time, the columns in the vectorised loop; few: 16 keys at a time,
+    transposed, the keys in it (a loop over a few columns would wait on each sum). The same sum
+    either way."""
     n, d, cols = keys.shape[0], q.shape[0], scores.shape[0]
-    acc = np.empty((4, q.shape[1]), np.float32)
-    for start in range(0, n, 4):
-        acc[:] = 0.0
-        if start + 4 <= n:
+    acc = np.empty(max(KEY_BLOCK, q.shape[1]), np.float32)
+    if cols >= KEY_BLOCK:
+        for p in range(n):
+            acc[:] = 0.0
             for x in range(d):
-                k0, k1, k2, k3 = keys[start, x], keys[start + 1, x], keys[start + 2, x], keys[start + 3, x]
+                kx = keys[p, x]
                 for c in range(q.shape[1]):
-                    qx = q[x, c]
-                    acc[0, c] = acc[0, c] + qx * k0
-                    acc[1, c] = acc[1, c] + qx * k1
-                    acc[2, c] = acc[2, c] + qx * k2
-                    acc[3, c] = acc[3, c] + qx * k3
-        else:
-            for k in range(n - start):
-                for x in range(d):
-                    kx = keys[start + k, x]
-                    for c in range(q.shape[1]):
-                        acc[k, c] = acc[k, c] + q[x, c] * kx
-        for k in range(min(4, n - start)):
+                    acc[c] = acc[c] + q[x, c] * kx
             for c in range(cols):
-                scores[c, start + k] = acc[k, c] * scale
+                scores[c, p] = acc[c] * scale
+        return
+    block = np.zeros((d, KEY_BLOCK), np.float32)
+    for start in range(0, n, KEY_BLOCK):
+        size = min(KEY_BLOCK, n - start)
+        for k in range(size):
+            for x in range(d):
+                block[x, k] = keys[start + k, x]
+        for c in range(cols):
+            acc[:KEY_BLOCK] = 0.0
+            for x in range(d):
+                qx = q[x, c]
+                for k in range(KEY_BLOCK):
+                    acc[k] = acc[k] + qx * block[x, k]
+            for k in range(size):
+                scores[c, start + k] = acc[k] * scale
 
 
 @njit(parallel=True, cache=True)
@@ -242,7 +247,7 @@ def _attend(q, k_new, v_new, k_cache, v_cache, bf16, block_table, block_size, ta
             lo = min(lo, first[i])
             own = max(own, ancestors[i + 1] - ancestors[i])
         cols = (e - s) * g
-        wide = -(-cols // LANES) * LANES  # whole vector registers
+        wide = cols if cols < KEY_BLOCK else -(-cols // KEY_BLOCK) * KEY_BLOCK  # whole registers
         qt = np.zeros((d, wide), np.float32)  # the task's queries as columns (row, head in group), zeros after
         for c in range(cols):
             for x in range(d):
@@ -257,40 +262,34 @@ def _attend(q, k_new, v_new, k_cache, v_cache, bf16, block_table, block_size, ta
         scores = np.empty((cols, n - lo + own), np.float32)  # per column: cached keys lo..n-1, then its own
         _score_keys(qt, keys, scale, scores)
         tmp = np.empty(n - lo + own, np.float32)
-        mine = np.empty((own, d), np.float32)  # a row's visible new keys
-        total = np.empty(g, np.float32)  # softmax denominators of a row's columns
-        acc = np.empty((g, d), np.float32)  # and their weighted values
-        for i in range(s, e):  # a row's g columns see the same keys
+        mine = np.empty((own, d), np.float32)  # a column's visible new keys
+        for c in range(cols):
+            i, head = s + c // g, h * g + c % g
             a0, a1 = ancestors[i], ancestors[i + 1]
-            c0, start, end = (i - s) * g, first[i] - lo, n - lo + a1 - a0
             for a in range(a0, a1):
                 for x in range(d):
                     mine[a - a0, x] = k_new[visible[a], h, x]
-            _score_keys(qt[:, c0 : c0 + g], mine[: a1 - a0], scale, scores[c0 : c0 + g, n - lo :])
-            for c in range(c0, c0 + g):
-                row_scores = scores[c, start:end]
-                if softcap > 0:
-                    _cap(row_scores, softcap, tmp[: end - start], bits[: end - start])
-                m = np.float32(-np.inf)
-                for x in range(end - start):
-                    m = max(m, row_scores[x])
-                for x in range(end - start):
-                    row_scores[x] = row_scores[x] - m
-                _exp_into(row_scores, row_scores, bits[: end - start])  # the weights, in place
-            total[:] = 0.0  # sums in position order: the cached keys, then its own
-            acc[:] = 0.0
-            for p in range(start, n - lo):
-                for j in range(g):
-                    w = scores[c0 + j, p]
-                    total[j] = total[j] + w
-                    for x in range(d):
-                        acc[j, x] = acc[j, x] + w * values[p, x]
-            for a in range(a0, a1):
-                for j in range(g):
-                    w = scores[c0 + j, n - lo + a - a0]
-                    total[j] = total[j] + w
-                    for x in range(d):
-                        acc[j, x] = acc[j, x] + w * v_new[visible[a], h, x]
-            for j in range(g):
+            _score_keys(qt[:, c : c + 1], mine[: a1 - a0], scale, scores[c : c + 1, n - lo :])
+            row_scores = scores[c, first[i] - lo : n - lo + a1 - a0]
+            if softcap > 0:
+                _cap(row_scores, softcap, tmp[: len(row_scores)], bits[: len(row_scores)])
+            m = np.float32(-np.inf)
+            for x in range(len(row_scores)):
+                m = max(m, row_scores[x])
+            for x in range(len(row_scores)):
+                row_scores[x] = row_scores[x] - m
+            _exp_into(row_scores, row_scores, bits[: len(row_scores)])  # the weights, in place
+            total = np.float32(0.0)  # softmax denominator and weighted values, in position order
+            acc = np.zeros(d, np.float32)
+            for p in range(first[i], n):
+                w = row_scores[p - first[i]]
+                total = total + w
                 for x in range(d):
-                    out[i, h * g + j, x] = acc[j, x] / total[j]
+                    acc[x] = acc[x] + w * values[p - lo, x]
+            for a in range(a0, a1):
+                w = row_scores[n - first[i] + a - a0]
+                total = total + w
+                for x in range(d):
+                    acc[x] = acc[x] + w * v_new[visible[a], h, x]
+            for x in range(d):
+                out[i, head, x] = acc[x] / total
