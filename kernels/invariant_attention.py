@@ -6,26 +6,27 @@ the call, and equal to what the call gives for the same token decoded alone (one
 its ancestors already in the cache). That is what makes speculative output equal plain
 output in every dtype.
 
-How (one compiled kernel, numba, `_attend`): a query at position p reduces over exactly the
-keys it sees, in position order, one key at a time, whatever part of them is cached and
-whatever part is its tree ancestors among the step's new tokens:
+How: a query at position p reduces over exactly the keys at positions 0..p that it sees, in
+position order, in fixed blocks of BLOCK positions aligned at position 0, whatever part of
+them is cached, part of the causal chain or one of its tree ancestors:
 
-  * score = (q · k) · scale, the dot product summed over the head dimension in index order;
-  * m = the largest visible score; w = exp(score − m) by `_exp_into`'s polynomial (plain
-    arithmetic, so a vectorised lane and the scalar tail compute the same bits; a library exp
-    would not promise that);
-  * the softmax denominator and the weighted values are sums in position order: the cached
-    keys 0..n−1, then the ancestors by position.
+  * keys every query of a request sees (its cached prefix, then its causal chain: the
+    prompt chunk or the bonus token) are scored in blocks [BLOCK, D] @ [D, queries];
+  * a tree node's blocks from the one holding the first tree position on are its own: their
+    scores are gathered (the shared keys' from the shared scores, its ancestors' from one
+    product of the new keys with every query), their values gathered per node;
+  * scores, the max and exp are elementwise; each block's weighted sum of values and of
+    ones (the softmax denominator) is one product [D + 1, BLOCK] @ [BLOCK, queries]; the
+    blocks are summed in position order by a sequential scan (cumsum), so blocks that hold
+    nothing (zeros) change nothing.
 
-Cached keys are scored for all of a request's queries of one KV head at once, the queries in
-the vectorised inner loop, so every query's sums still run in the same order. No product
-needs a BLAS, whose kernels change with the shape. Nothing is fused into a multiply-add
-(numba compiles without fastmath), so where a query sits in the loop changes nothing.
+Every product has fixed M and K and at least MIN_COLUMNS columns (invariant_gemm.py), and
+the query's key blocks are the same blocks in both calls, so the same floating-point
+operations run in the same order.
 
-A prefill chunk (more than MAX_TREE_ROWS new tokens and no tree) goes to the reference
+A long prefill chunk (more than MAX_TREE_ROWS new tokens and no tree) goes to the reference
 (`attend_request`, in blocks of query rows) instead: it is the same chunk of the same request in
-plain and speculative decoding (a tree only ever follows the one bonus token), so a
-deterministic computation is enough there, and matrix products are faster for many rows.
+plain and speculative decoding, so a deterministic computation is enough there.
 
 >>> import torch
 >>> q = k = v = torch.ones(2, 1, 4)
@@ -40,84 +41,110 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
-import numpy as np
 import torch
-from numba import njit, prange
+import torch.nn.functional as F
 
+from .invariant_gemm import pad_columns
 from .tree_attention import RequestPlan, attend_request, memoised, prefix_rows, request_trees
 
-MAX_TREE_ROWS = 16  # more new tokens than this, with no tree, is a prefill chunk (the reference)
-ROWS_PER_TASK = 16  # a request's queries per parallel task (with one KV head)
-KEY_BLOCK = 16  # keys scored together when a task has fewer columns (`_score_keys`): one AVX-512 register
+BLOCK = 64  # key positions per block
+MAX_TREE_ROWS = 128  # more new tokens than this, with no tree, is a prefill chunk (the reference)
 
 
 @dataclass
 class InvariantPlan:
-    """A step's layer-invariant part for the kernel (built once per step and window).
+    """One request's layer-invariant part of a step (built once per step and window).
 
-    tasks     int64 [N, 4]: (request, KV head, first row, end row) of each parallel task
-    kv_lens   int64 [B]: cached positions per request
-    first     int64 [ΣT]: a query's first visible cached position (0 without a window)
-    ancestors int64 [ΣT + 1] offsets into `visible`: the new tokens a query sees (itself
-              included), as rows of k_new, in position order
-    prefills  the reference's plans for the step's prefill chunks, which the kernel skips
+    rows           (s, e): its new tokens are rows s:e of q, k_new and v_new; T = e - s
+    chain          c: new tokens 0..c-1 are a causal chain that every later token sees
+    prefix         int64 [n]: its cached positions as rows of the flattened cache
+    shared_hidden  bool [NB_S * BLOCK, R]: key position (cache, then chain) hidden from query
+                   column r = token * group + head (tree nodes see the shared blocks only below
+                   tail_start); R = T * group padded to MIN_COLUMNS
+    tail_start     first position of the tree nodes' own blocks (a multiple of BLOCK)
+    tail_index     int64 [(T - c) * NB_T * BLOCK]: for tree node i and position tail_start + j,
+                   the row of [shared keys tail_start.., new keys (T), a zero row] it reads
+    tail_hidden    bool [T - c, NB_T, BLOCK, 1]
+    prefill        a long prefill chunk's plan for the reference, else None
     """
 
-    tasks: np.ndarray
-    kv_lens: np.ndarray
-    first: np.ndarray
-    ancestors: np.ndarray
-    visible: np.ndarray
-    prefills: list[RequestPlan]
+    rows: tuple[int, int]
+    chain: int
+    prefix: torch.Tensor
+    shared_hidden: torch.Tensor | None = None
+    tail_start: int = 0
+    tail_index: torch.Tensor | None = None
+    tail_hidden: torch.Tensor | None = None
+    prefill: RequestPlan | None = None
 
 
-def is_chunk(tree: torch.Tensor, positions: torch.Tensor, n_prefix: int) -> bool:
-    """Whether the new tokens are a causal chain at positions n, n+1, ...: a prompt chunk, no tree.
+def causal_chain(tree: torch.Tensor, positions: torch.Tensor, n_prefix: int) -> int:
+    """c: how many leading new tokens form a causal chain at positions n, n+1, ... that every later token sees.
 
-    >>> is_chunk(torch.tensor([[1, 0], [1, 1]], dtype=torch.bool), torch.tensor([5, 6]), 5)
-    True
-    >>> is_chunk(torch.tensor([[1, 0], [1, 0]], dtype=torch.bool), torch.tensor([5, 5]), 5)  # siblings
-    False
+    >>> chain = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool)  # token 0, then two siblings
+    >>> causal_chain(chain, torch.tensor([5, 6, 6]), 5)
+    1
     """
     t = tree.shape[0]
-    causal = torch.ones(t, t, dtype=torch.bool, device=tree.device).tril()
-    return torch.equal(tree, causal) and torch.equal(positions.cpu(), n_prefix + torch.arange(t))
+    idx = torch.arange(t, device=tree.device)
+    lower = idx[None, :] <= idx[:, None]
+    exact_row = (tree == lower).all(1)  # sees exactly tokens 0..i
+    seen_after = (tree | ~lower).all(0)  # every token i' >= j sees j
+    good = exact_row & seen_after & (positions.to(tree.device) == n_prefix + idx)
+    return int(torch.cumprod(good.int(), 0).sum())
 
 
-def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, kv_heads: int, *,
-                   window: int | None = None, positions: torch.Tensor | None = None) -> InvariantPlan:
-    """positions: the new tokens' position ids; without them, kv_len + depth (what the engine feeds)."""
-    total = int(qo_indptr[-1])
-    first = np.zeros(total, np.int64)
-    ancestors = np.zeros(total + 1, np.int64)
-    visible, tasks, prefills = [], [], []
+def plan_invariant(block_table, kv_lens, qo_indptr, tree_mask, block_size: int, group: int, *,
+                   window: int | None = None, positions: torch.Tensor | None = None) -> list[InvariantPlan]:
+    """group: query heads per KV head. positions: the new tokens' position ids; without them,
+    kv_len + depth (what the engine feeds)."""
+    out = []
     for b, n, (s, e), tree in request_trees(kv_lens, qo_indptr, tree_mask):
-        pos = (positions[s:e].cpu().long() if positions is not None else n + tree.sum(1) - 1)
-        if e - s > MAX_TREE_ROWS and is_chunk(tree, pos, n):
-            k_pos = torch.cat([torch.arange(n), pos])
+        t = e - s
+        pos = (positions[s:e].to(tree.device, torch.int64) if positions is not None
+               else n + tree.sum(1) - 1)
+        c = causal_chain(tree, pos, n)
+        prefix = prefix_rows(block_table[b], n, block_size)
+        if c == t and t > MAX_TREE_ROWS:
+            k_pos = torch.cat([torch.arange(n, device=tree.device), pos])
             vis = k_pos[None, :] <= pos[:, None]
             if window is not None:
                 vis &= (pos[:, None] - k_pos[None, :]) < window
-            prefills.append(RequestPlan((s, e), prefix_rows(block_table[b].cpu(), n, block_size),
-                                        None if vis.all() else vis))
+            prefill = RequestPlan((s, e), prefix, None if vis.all() else vis)
+            out.append(InvariantPlan((s, e), c, prefix, prefill=prefill))
             continue
-        seen = tree.cpu().numpy()
-        p = pos.numpy()
-        for i in range(e - s):
-            cols = np.flatnonzero(seen[i])
-            if window is not None:
-                cols = cols[p[i] - p[cols] < window]
-                first[s + i] = max(0, p[i] - window + 1)
-            cols = cols[np.argsort(p[cols], kind="stable")]
-            if len(np.unique(p[cols])) != len(cols):
+        n_shared = n + c
+        nb_s = max(1, -(-n_shared // BLOCK))  # one block even when nothing is shared (a hidden one)
+        key_pos = torch.arange(nb_s * BLOCK, device=tree.device)
+        tail_start = (n_shared // BLOCK) * BLOCK if c < t else nb_s * BLOCK
+        limit = torch.where(torch.arange(t, device=tree.device) < c, pos + 1,
+                            torch.full_like(pos, tail_start))  # shared positions below this, per token
+        shared = (key_pos[:, None] < limit[None, :]) & (key_pos[:, None] < n_shared)
+        if window is not None:
+            shared &= (pos[None, :] - key_pos[:, None]) < window
+        shared = shared.repeat_interleave(group, 1)
+        padding = (key_pos < n_shared)[:, None].expand(-1, pad_columns(t * group) - t * group)
+        plan = InvariantPlan((s, e), c, prefix, ~torch.cat([shared, padding], 1), tail_start)
+        if c < t:
+            nodes = pos[c:]
+            nb_t = -(-(int(nodes.max()) + 1 - tail_start) // BLOCK)
+            width = nb_t * BLOCK
+            own = n_shared - tail_start  # shared keys in the first tail block
+            zero_row = own + t
+            index = torch.full((t - c, width), zero_row, dtype=torch.int64)
+            index[:, :own] = torch.arange(own)
+            i, j = torch.nonzero(tree[c:, c:], as_tuple=True)
+            slot = nodes[j] - tail_start
+            if torch.unique(i * width + slot).numel() != i.numel():
                 raise ValueError("tree attention needs one visible token per position (a valid tree)")
-            visible.append(s + cols)
-            ancestors[s + i + 1] = len(cols)
-        tasks += [(b, h, r, min(e, r + ROWS_PER_TASK)) for h in range(kv_heads) for r in range(s, e, ROWS_PER_TASK)]
-    np.cumsum(ancestors, out=ancestors)
-    return InvariantPlan(np.array(tasks, np.int64).reshape(-1, 4), kv_lens.cpu().numpy().astype(np.int64),
-                         first, ancestors, np.concatenate(visible or [np.zeros(0, np.int64)]), prefills)
+            index[i, slot] = own + c + j
+            hidden = index == zero_row
+            if window is not None:
+                tail_pos = tail_start + torch.arange(width)
+                hidden |= (nodes[:, None] - tail_pos[None, :]) >= window
+            plan.tail_index, plan.tail_hidden = index.reshape(-1), hidden.view(t - c, nb_t, BLOCK, 1)
+        out.append(plan)
+    return out
 
 
 def tree_attention_invariant(
@@ -126,170 +153,112 @@ def tree_attention_invariant(
     plans: dict | None = None,
 ) -> torch.Tensor:
     """Shapes as tree_attention_reference. plans: the per-step memo."""
-    kv_heads, d = k_new.shape[1], k_new.shape[2]
     plan = memoised(plans, ("invariant", window), lambda: plan_invariant(
-        block_table, kv_lens, qo_indptr, tree_mask, k_cache.shape[1], kv_heads, window=window, positions=positions))
+        block_table, kv_lens, qo_indptr, tree_mask, k_cache.shape[1], q.shape[1] // k_new.shape[1],
+        window=window, positions=positions))
+    out = torch.empty_like(q)
+    kv_heads, d = k_new.shape[1], k_new.shape[2]
     flat_k, flat_v = k_cache.reshape(-1, kv_heads, d), v_cache.reshape(-1, kv_heads, d)
-    out = torch.empty(q.shape, dtype=torch.float32)
-    if len(plan.tasks):
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        _attend(q.float().contiguous().numpy(), k_new.float().contiguous().numpy(),
-                v_new.float().contiguous().numpy(), _bits(flat_k), _bits(flat_v), k_cache.dtype == torch.bfloat16,
-                block_table.cpu().numpy(), k_cache.shape[1], plan.tasks, plan.kv_lens, plan.first, plan.ancestors,
-                plan.visible, float(scale), 0.0 if softcap is None else float(softcap), out.numpy())
-    out = out.to(q.dtype)
-    for req in plan.prefills:
+    for req in plan:
         s, e = req.rows
-        out[s:e] = attend_request(q[s:e], k_new[s:e], v_new[s:e], flat_k, flat_v, req, scale, softcap)
+        if req.prefill is not None:
+            out[s:e] = attend_request(q[s:e], k_new[s:e], v_new[s:e], flat_k, flat_v, req.prefill, scale, softcap)
+        else:
+            out[s:e] = _request(q[s:e], k_new[s:e], v_new[s:e], flat_k, flat_v, req, scale, softcap).to(q.dtype)
     return out
 
 
-def _bits(flat_cache: torch.Tensor) -> np.ndarray:
-    """The cache as numpy: fp32 as it is, bf16 as its uint16 bits (numpy has no bf16), others as fp32."""
-    if flat_cache.dtype == torch.bfloat16:
-        return flat_cache.view(torch.int16).numpy().view(np.uint16)
-    return flat_cache.float().numpy()
+def _scores(keys, queries, scale, softcap):
+    """keys [..., BLOCK, D] @ queries [..., D, N] -> scaled (and capped) scores [..., BLOCK, N]."""
+    s = torch.matmul(keys, queries) * scale
+    return softcap * torch.tanh(s / softcap) if softcap is not None else s
 
 
-@njit(inline="always")
-def _exp_into(x, out, bits):
-    """out[:n] = exp(x[:n]) for x in [-87, 87] (clamped), n = len(x): Cody–Waite range reduction and
-    Cephes' degree-6 polynomial, then 2**k built in the exponent bits. bits: int32 scratch [n]."""
-    scale = bits.view(np.float32)
-    for i in range(len(x)):
-        v = min(max(x[i], np.float32(-87.0)), np.float32(87.0))
-        k = np.floor(v * np.float32(1.44269504) + np.float32(0.5))
-        r = v - k * np.float32(0.693359375) + k * np.float32(2.12194440e-4)
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        out[i] = p * r * r + r + np.float32(1.0)
-        bits[i] = (np.int32(k) + np.int32(127)) << np.int32(23)
-    for i in range(len(x)):
-        out[i] = out[i] * scale[i]
+def _positions_major(flat_cache, prefix, new, length: int, width: int) -> torch.Tensor:
+    """fp32 [Hkv, length, width]: a request's cached keys (or values) by position, then `new`, zeros after;
+    columns past D are left for the caller."""
+    n, c, d = len(prefix), len(new), new.shape[2]
+    out = torch.empty(new.shape[1], length, width, dtype=torch.float32)
+    out[:, :n, :d] = torch.index_select(flat_cache, 0, prefix).transpose(0, 1)
+    out[:, n : n + c, :d] = new.transpose(0, 1)
+    out[:, n + c :, :d] = 0.0
+    return out
 
 
-@njit(inline="always")
-def _cap(x, softcap, tmp, bits):
-    """x = softcap · tanh(x / softcap), in place, tanh through _exp_into: tanh(y) = 1 − 2 / (exp(2y) + 1)."""
-    for i in range(len(x)):
-        tmp[i] = np.float32(2.0) * x[i] / softcap
-    _exp_into(tmp, tmp, bits)
-    for i in range(len(x)):
-        x[i] = softcap * (np.float32(1.0) - np.float32(2.0) / (tmp[i] + np.float32(1.0)))
+def _request(q, k_new, v_new, flat_k, flat_v, req: InvariantPlan, scale, softcap):
+    """One request: q [T, Hq, D] -> fp32 [T, Hq, D]."""
+    t, hq, d = q.shape
+    hkv = k_new.shape[1]
+    g = hq // hkv
+    c = req.chain
+    length, r = req.shared_hidden.shape
+    nb_s = length // BLOCK
+    keys = _positions_major(flat_k, req.prefix, k_new[:c], length, d)  # [Hkv, L, D]
+    vals = _positions_major(flat_v, req.prefix, v_new[:c], length, d + 1)  # [Hkv, L, D + 1]
+    vals[..., d] = 1.0  # its product with the weights is the softmax denominator
+    # Queries as columns (token, head in group), padded: [Hkv, D, R]
+    cols = t * g
+    qt = q.float().view(t, hkv, g, d).permute(1, 3, 0, 2).reshape(hkv, d, cols)
+    qt = F.pad(qt, (0, r - cols)).contiguous()
+    scores = _scores(keys.view(hkv, nb_s, BLOCK, d), qt[:, None], scale, softcap).view(hkv, length, r)
+    tree_cols = slice(c * g, cols)
+    if c < t:
+        tail = _Tail(req, scores, keys, qt, k_new, v_new, vals, g, scale, softcap)
+    scores.masked_fill_(req.shared_hidden, float("-inf"))
+    m = scores.max(1).values  # [Hkv, R]
+    if c < t:
+        m_tree = torch.maximum(m[:, tree_cols].reshape(hkv, t - c, g), tail.scores.max(2).values)
+        m[:, tree_cols] = m_tree.reshape(hkv, -1)
+        tail_out = tail.weighted_values(m_tree)  # [Hkv, T - c, NB_T, D + 1, 16]
+    e_shared = torch.exp(scores - m[:, None, :]).view(hkv, nb_s, BLOCK, r)
+    shared_out = torch.matmul(vals.view(hkv, nb_s, BLOCK, d + 1).transpose(2, 3), e_shared)  # [Hkv, NB_S, D+1, R]
+    acc = torch.empty(hkv, d + 1, cols, dtype=torch.float32)
+    acc[..., : c * g] = shared_out[..., : c * g].cumsum(1)[:, -1]
+    if c < t:
+        nb_t = tail_out.shape[2]
+        tail_cols = tail_out[..., :g].permute(0, 2, 3, 1, 4).reshape(hkv, nb_t, d + 1, (t - c) * g)
+        seq = torch.cat([shared_out[..., tree_cols], tail_cols], dim=1)
+        acc[..., tree_cols] = seq.cumsum(1)[:, -1]
+    o = acc[:, :d] / acc[:, d:]  # [Hkv, D, cols]
+    return o.view(hkv, d, t, g).permute(2, 0, 3, 1).reshape(t, hq, d)
 
 
-@njit(inline="always")
-def _load(src, row, h, bf16, out, bits):
-    """out[:] = fp32 key/value `src[row, h]` (bf16 from its bits)."""
-    if bf16:
-        for d in range(len(out)):
-            bits[d] = np.int32(src[row, h, d]) << np.int32(16)
-        wide = bits.view(np.float32)
-        for d in range(len(out)):
-            out[d] = wide[d]
-    else:
-        for d in range(len(out)):
-            out[d] = src[row, h, d]
+class _Tail:
+    """The tree nodes' own blocks (positions from tail_start on), read through `req.tail_index` from a table of
+    [the shared positions tail_start.., the new tokens, a hidden row].
 
+    Scores are gathered, not recomputed: a key's score with a query column is the same element
+    whichever product computed it (every product here has BLOCK rows and >= MIN_COLUMNS columns),
+    so the shared keys' come from the shared scores and the new tokens' from one product of
+    their keys with all query columns. Values are gathered per node: each node's block sums its
+    own ancestors.
+    """
 
-@njit(inline="always")
-def _score_keys(q, keys, scale, scores):
-    """scores [C, n] = (keys [n, D] · q [D, C]) · scale, every dot product summed over D in index order.
+    def __init__(self, req: InvariantPlan, scores, keys, qt, k_new, v_new, vals, g, scale, softcap):
+        hkv, _, r = scores.shape
+        t, d = k_new.shape[0], k_new.shape[2]
+        c = req.chain
+        self.nodes, self.nb_t = req.tail_hidden.shape[:2]
+        start, n_shared = req.tail_start, len(req.prefix) + c
+        n_blocks = -(-t // BLOCK)
+        new_keys = keys.new_zeros(hkv, n_blocks * BLOCK, d)
+        new_keys[:, :t] = k_new.transpose(0, 1)
+        new_scores = _scores(new_keys.view(hkv, n_blocks, BLOCK, d), qt[:, None], scale, softcap)
+        table = torch.cat([scores[:, start:n_shared], new_scores.view(hkv, -1, r)[:, :t],
+                           scores.new_full((hkv, 1, r), float("-inf"))], dim=1)
+        rows = table.shape[1]
+        table = table[:, :, c * g : t * g].reshape(hkv, rows, self.nodes, g).transpose(1, 2)  # [Hkv, nodes, rows, G]
+        width = self.nb_t * BLOCK
+        index = req.tail_index.view(1, self.nodes, width, 1).expand(hkv, -1, -1, g)
+        self.scores = torch.gather(table, 2, index)  # [Hkv, nodes, width, G]
+        self.scores.masked_fill_(req.tail_hidden.view(1, self.nodes, width, 1), float("-inf"))
+        new_v = torch.cat([v_new.float(), v_new.new_ones(t, hkv, 1, dtype=torch.float32)], dim=2).transpose(0, 1)
+        table_v = torch.cat([vals[:, start:n_shared], new_v, vals.new_zeros(hkv, 1, d + 1)], dim=1)
+        self.values = torch.index_select(table_v, 1, req.tail_index).view(hkv, self.nodes, self.nb_t, BLOCK, d + 1)
 
-    Many columns: one key at a time, the columns in the vectorised loop; few: 16 keys at a time,
-    transposed, the keys in it (a loop over a few columns would wait on each sum). The same sum
-    either way."""
-    n, d, cols = keys.shape[0], q.shape[0], scores.shape[0]
-    acc = np.empty(max(KEY_BLOCK, q.shape[1]), np.float32)
-    if cols >= KEY_BLOCK:
-        for p in range(n):
-            acc[:] = 0.0
-            for x in range(d):
-                kx = keys[p, x]
-                for c in range(q.shape[1]):
-                    acc[c] = acc[c] + q[x, c] * kx
-            for c in range(cols):
-                scores[c, p] = acc[c] * scale
-        return
-    block = np.zeros((d, KEY_BLOCK), np.float32)
-    for start in range(0, n, KEY_BLOCK):
-        size = min(KEY_BLOCK, n - start)
-        for k in range(size):
-            for x in range(d):
-                block[x, k] = keys[start + k, x]
-        for c in range(cols):
-            acc[:KEY_BLOCK] = 0.0
-            for x in range(d):
-                qx = q[x, c]
-                for k in range(KEY_BLOCK):
-                    acc[k] = acc[k] + qx * block[x, k]
-            for k in range(size):
-                scores[c, start + k] = acc[k] * scale
-
-
-@njit(parallel=True, cache=True)
-def _attend(q, k_new, v_new, k_cache, v_cache, bf16, block_table, block_size, tasks, kv_lens, first, ancestors,
-            visible, scale, softcap, out):
-    """q [ΣT, Hq, D], k_new/v_new [ΣT, Hkv, D] fp32; k_cache/v_cache [rows, Hkv, D] (fp32, or bf16 bits);
-    writes out [ΣT, Hq, D] fp32 for every task's rows (see InvariantPlan)."""
-    hq, d = q.shape[1], q.shape[2]
-    g = hq // k_new.shape[1]
-    scale, softcap = np.float32(scale), np.float32(softcap)
-    for t in prange(tasks.shape[0]):
-        b, h, s, e = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
-        n = kv_lens[b]
-        lo, own = n, 1
-        for i in range(s, e):
-            lo = min(lo, first[i])
-            own = max(own, ancestors[i + 1] - ancestors[i])
-        cols = (e - s) * g
-        wide = cols if cols < KEY_BLOCK else -(-cols // KEY_BLOCK) * KEY_BLOCK  # whole registers
-        qt = np.zeros((d, wide), np.float32)  # the task's queries as columns (row, head in group), zeros after
-        for c in range(cols):
-            for x in range(d):
-                qt[x, c] = q[s + c // g, h * g + c % g, x]
-        bits = np.empty(max(d, n - lo + own), np.int32)
-        keys = np.empty((n - lo, d), np.float32)
-        values = np.empty((n - lo, d), np.float32)
-        for p in range(lo, n):
-            row = block_table[b, p // block_size] * block_size + p % block_size
-            _load(k_cache, row, h, bf16, keys[p - lo], bits)
-            _load(v_cache, row, h, bf16, values[p - lo], bits)
-        scores = np.empty((cols, n - lo + own), np.float32)  # per column: cached keys lo..n-1, then its own
-        _score_keys(qt, keys, scale, scores)
-        tmp = np.empty(n - lo + own, np.float32)
-        mine = np.empty((own, d), np.float32)  # a column's visible new keys
-        for c in range(cols):
-            i, head = s + c // g, h * g + c % g
-            a0, a1 = ancestors[i], ancestors[i + 1]
-            for a in range(a0, a1):
-                for x in range(d):
-                    mine[a - a0, x] = k_new[visible[a], h, x]
-            _score_keys(qt[:, c : c + 1], mine[: a1 - a0], scale, scores[c : c + 1, n - lo :])
-            row_scores = scores[c, first[i] - lo : n - lo + a1 - a0]
-            if softcap > 0:
-                _cap(row_scores, softcap, tmp[: len(row_scores)], bits[: len(row_scores)])
-            m = np.float32(-np.inf)
-            for x in range(len(row_scores)):
-                m = max(m, row_scores[x])
-            for x in range(len(row_scores)):
-                row_scores[x] = row_scores[x] - m
-            _exp_into(row_scores, row_scores, bits[: len(row_scores)])  # the weights, in place
-            total = np.float32(0.0)  # softmax denominator and weighted values, in position order
-            acc = np.zeros(d, np.float32)
-            for p in range(first[i], n):
-                w = row_scores[p - first[i]]
-                total = total + w
-                for x in range(d):
-                    acc[x] = acc[x] + w * values[p - lo, x]
-            for a in range(a0, a1):
-                w = row_scores[n - first[i] + a - a0]
-                total = total + w
-                for x in range(d):
-                    acc[x] = acc[x] + w * v_new[visible[a], h, x]
-            for x in range(d):
-                out[i, head, x] = acc[x] / total
+    def weighted_values(self, m: torch.Tensor) -> torch.Tensor:
+        """m [Hkv, nodes, G]: each column's max score -> [Hkv, nodes, NB_T, D + 1, MIN_COLUMNS] block sums."""
+        hkv, nodes, width, g = self.scores.shape
+        e = torch.exp(self.scores - m[:, :, None, :])
+        e = F.pad(e, (0, pad_columns(g) - g)).view(hkv, nodes, self.nb_t, BLOCK, -1)
+        return torch.matmul(self.values.transpose(3, 4), e)
